@@ -1,0 +1,401 @@
+//! The engine thread: owns evcxr's `CommandContext` and serves jobs in order.
+
+use super::{CompletionSet, Hover, Job, Shared, prelude, render, toolchain};
+use crate::engine::link_frame::Order;
+use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
+use evcxr::{CommandContext, EvalCallbacks, EvalContext, EvalOutputs};
+use crossbeam_channel::Receiver;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
+const RED: &str = "\x1b[1;31m";
+const RESET: &str = "\x1b[0m";
+
+struct Worker {
+    context: CommandContext,
+    shared: Arc<Shared>,
+    needs_prelude: bool,
+    runtime_pid: Option<u32>,
+}
+
+pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
+    let started = std::time::Instant::now();
+    let mut worker = match Worker::start(shared.clone()) {
+        Ok(worker) => {
+            log::info!("engine ready in {:.2?}", started.elapsed());
+            Some(worker)
+        }
+        Err(reason) => {
+            log::error!("engine failed to start: {reason}");
+            serve_unavailable(&reason, jobs);
+            return;
+        }
+    };
+    for job in jobs {
+        let Some(current) = worker.as_mut() else { break };
+        match job {
+            Job::Execute {
+                code,
+                first_line,
+                cell,
+                done,
+            } => {
+                let outcome = current.execute(&code, first_line, &cell);
+                let _ = done.send(outcome);
+            }
+            Job::Complete { code, offset, done } => {
+                let _ = done.send(current.complete(&code, offset));
+            }
+            Job::Inspect { code, offset, done } => {
+                let _ = done.send(current.inspect(&code, offset));
+            }
+            Job::Variables { done } => {
+                let _ = done.send(current.variables());
+            }
+            Job::Chdir { path, done } => {
+                let result = shared
+                    .link
+                    .order(|id| Order::Chdir { id, path }, ORDER_TIMEOUT);
+                let _ = done.send(result);
+            }
+            Job::SetEnv { key, value, done } => {
+                let result = shared
+                    .link
+                    .order(|id| Order::SetEnv { id, key, value }, ORDER_TIMEOUT);
+                let _ = done.send(result);
+            }
+            Job::Shutdown { done } => {
+                // Dropping the context ends the runtime and deletes evcxr's temp dir.
+                worker = None;
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Answers every job with the startup error, so cells explain what is wrong.
+fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
+    for job in jobs {
+        match job {
+            Job::Execute { done, .. } => {
+                let _ = done.send(ExecuteOutcome::error(
+                    "EngineUnavailable",
+                    reason,
+                    vec![format!("{RED}The Rust engine could not start{RESET}"), reason.to_owned()],
+                ));
+            }
+            Job::Complete { done, .. } => {
+                let _ = done.send(None);
+            }
+            Job::Inspect { done, .. } => {
+                let _ = done.send(None);
+            }
+            Job::Variables { done } => {
+                let _ = done.send(Vec::new());
+            }
+            Job::Chdir { done, .. } | Job::SetEnv { done, .. } => {
+                let _ = done.send(Err(reason.to_owned()));
+            }
+            Job::Shutdown { done } => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn start(shared: Arc<Shared>) -> Result<Worker, String> {
+        if let Some(missing) = toolchain::missing_toolchain() {
+            return Err(missing);
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("cannot locate the ferrolab binary: {e}"))?;
+        let mut command = std::process::Command::new(exe);
+        command.env(super::relay::LINK_ENV, shared.link.path());
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group: a SIGINT sent to the kernel's group (Ctrl-C
+            // in a terminal, signal-mode interrupts) never kills the runtime.
+            command.process_group(0);
+        }
+        let (eval_context, outputs) = catch_unwind(AssertUnwindSafe(|| {
+            EvalContext::with_subprocess_command(command)
+        }))
+        .map_err(|_| "evcxr panicked while starting".to_owned())?
+        .map_err(|error| format!("evcxr could not start: {error}"))?;
+        let mut context = CommandContext::with_eval_context(eval_context);
+        let _ = shared.process.set(context.process_handle());
+        forward_lines(outputs.stdout, shared.clone(), StreamName::Stdout);
+        forward_lines(outputs.stderr, shared.clone(), StreamName::Stderr);
+        if let Err(error) = context.execute(":load_config --quiet") {
+            log::warn!("evcxr configuration (evcxr.toml / init.evcxr) failed to load: {error}");
+        }
+        let mut worker = Worker {
+            context,
+            shared,
+            needs_prelude: true,
+            runtime_pid: None,
+        };
+        worker.prepare_runtime(None);
+        Ok(worker)
+    }
+
+    /// Restores the prelude (after start or `:clear`) or re-runs its setup in a
+    /// new runtime process (after a crash, an interrupt or `:restart`).
+    fn prepare_runtime(&mut self, cell: Option<&CellContext>) {
+        let pid = self.shared.runtime_pid();
+        let code = if self.needs_prelude {
+            format!("{}\n{}", prelude::ITEMS, prelude::SETUP)
+        } else if pid != self.runtime_pid {
+            prelude::SETUP.to_owned()
+        } else {
+            return;
+        };
+        match self.context.execute(&code) {
+            Ok(_) => {
+                self.needs_prelude = false;
+                self.runtime_pid = self.shared.runtime_pid();
+                self.shared.link.sync(SYNC_TIMEOUT);
+            }
+            Err(error) => {
+                log::warn!("prelude failed: {error}");
+                if let Some(cell) = cell {
+                    cell.stream(
+                        StreamName::Stderr,
+                        &format!("ferrolab: display helpers are unavailable in this session: {error}\n"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, code: &str, first_line: usize, cell: &CellContext) -> ExecuteOutcome {
+        self.shared.link.set_sink(cell);
+        *self.shared.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(cell.clone());
+        self.shared.interrupt_requested.store(false, Ordering::SeqCst);
+        self.shared.executing.store(true, Ordering::SeqCst);
+        self.prepare_runtime(Some(cell));
+        let _ = self.shared.link.take_panic();
+        let before: Vec<(String, String)> = self.variables();
+
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.context.execute_with_callbacks(
+                code,
+                &mut EvalCallbacks {
+                    input_reader: &|request| match cell.input(&request.prompt, request.is_password) {
+                        Ok(line) => line,
+                        Err(error) => {
+                            cell.stream(
+                                StreamName::Stderr,
+                                &format!("ferrolab: no input: {error}; the program reads an empty line\n"),
+                            );
+                            String::new()
+                        }
+                    },
+                },
+            )
+        }));
+
+        self.shared.link.sync(SYNC_TIMEOUT);
+        self.shared.executing.store(false, Ordering::SeqCst);
+        *self.shared.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let interrupted = self.shared.interrupt_requested.load(Ordering::SeqCst) || cell.is_cancelled();
+        if code.lines().any(|line| line.trim() == ":clear") {
+            self.needs_prelude = true;
+        }
+        match result {
+            Err(panic) => internal_error(&panic),
+            Ok(Ok(outputs)) => self.success(outputs, cell),
+            Ok(Err(error)) => self.failure(error, code, first_line, interrupted, &before),
+        }
+    }
+
+    fn success(&mut self, outputs: EvalOutputs, cell: &CellContext) -> ExecuteOutcome {
+        if let Some(panic) = self.shared.link.take_panic() {
+            return ExecuteOutcome::error(
+                "panic",
+                panic.message.clone(),
+                vec![
+                    format!("{RED}thread '{}' panicked{RESET}: {}", panic.thread, panic.message),
+                    "Variables defined in this cell were dropped; earlier variables are unchanged.".to_owned(),
+                ],
+            );
+        }
+        if let Some(timing) = outputs.timing {
+            cell.stream(StreamName::Stdout, &format!("Took {}ms\n", timing.as_millis()));
+        }
+        ExecuteOutcome::Ok {
+            result: render::bundle(&outputs.content_by_mime_type),
+            payload: Vec::new(),
+        }
+    }
+
+    fn failure(
+        &mut self,
+        error: evcxr::Error,
+        code: &str,
+        first_line: usize,
+        interrupted: bool,
+        before: &[(String, String)],
+    ) -> ExecuteOutcome {
+        match error {
+            evcxr::Error::CompilationErrors(errors) if !interrupted => {
+                let report = render::compile_errors(&errors, code, first_line);
+                ExecuteOutcome::error("CompileError", report.summary, report.traceback)
+            }
+            evcxr::Error::SubprocessTerminated(detail) => lost_runtime(&detail, interrupted, before),
+            evcxr::Error::TypeRedefinedVariablesLost(names) => {
+                let list = names.join(", ");
+                ExecuteOutcome::error(
+                    "VariablesLost",
+                    format!("the type of {list} changed, so the old values were dropped"),
+                    vec![format!(
+                        "{RED}VariablesLost{RESET}: a new definition changed the type of {list}; define them again"
+                    )],
+                )
+            }
+            _ if interrupted => ExecuteOutcome::error(
+                "Interrupted",
+                "the cell was interrupted while it was being compiled; no variables were lost",
+                vec![format!(
+                    "{RED}Interrupted{RESET}: compilation stopped before the cell ran. No variables were lost."
+                )],
+            ),
+            other => {
+                let text = other.to_string();
+                let first = text.lines().next().unwrap_or("evcxr error").to_owned();
+                let mut traceback = vec![format!("{RED}Error{RESET}: {first}")];
+                traceback.extend(text.lines().skip(1).map(str::to_owned));
+                ExecuteOutcome::error("Error", first, traceback)
+            }
+        }
+    }
+
+    fn variables(&self) -> Vec<(String, String)> {
+        let mut variables: Vec<(String, String)> = self
+            .context
+            .variables_and_types()
+            .map(|(name, ty)| (name.to_owned(), ty.to_owned()))
+            .collect();
+        variables.sort();
+        variables
+    }
+
+    fn complete(&mut self, code: &str, offset: usize) -> Option<CompletionSet> {
+        let completions = catch_unwind(AssertUnwindSafe(|| self.context.completions(code, offset)))
+            .ok()?
+            .ok()?;
+        let mut items: Vec<(String, String)> = Vec::new();
+        for completion in &completions.completions {
+            if !items.iter().any(|(code, _)| code == &completion.code) {
+                items.push((completion.code.clone(), completion.kind.to_owned()));
+            }
+        }
+        Some(CompletionSet {
+            items,
+            start: completions.start_offset,
+            end: completions.end_offset,
+        })
+    }
+
+    fn inspect(&mut self, code: &str, offset: usize) -> Option<Hover> {
+        let (plain, html) = catch_unwind(AssertUnwindSafe(|| self.context.hover_at(code, offset)))
+            .ok()?
+            .ok()?;
+        if plain.trim().is_empty() || plain.trim() == "No documentation found" {
+            return None;
+        }
+        Some(Hover { plain, html })
+    }
+}
+
+/// The runtime process ended: say why, and which variables went with it.
+fn lost_runtime(detail: &str, interrupted: bool, before: &[(String, String)]) -> ExecuteOutcome {
+    let lost = if before.is_empty() {
+        "No variables were lost (none were defined).".to_owned()
+    } else {
+        let list: Vec<String> = before.iter().map(|(name, ty)| format!("{name}: {ty}")).collect();
+        format!("Lost variables: {}", list.join(", "))
+    };
+    let names: Vec<&str> = before.iter().map(|(name, _)| name.as_str()).collect();
+    let (ename, cause) = if interrupted {
+        ("Interrupted", "the cell was interrupted, so the Rust runtime was restarted".to_owned())
+    } else {
+        let status = detail.lines().last().unwrap_or(detail).trim().to_owned();
+        let hint = if status.contains("SIGKILL") || status.contains("signal: 9") {
+            " (killed: often the machine ran out of memory)"
+        } else {
+            ""
+        };
+        ("RuntimeCrashed", format!("the Rust runtime process died: {status}{hint}"))
+    };
+    let evalue = if names.is_empty() {
+        cause.clone()
+    } else {
+        format!("{cause}; lost variables: {}", names.join(", "))
+    };
+    let mut traceback = vec![format!("{RED}{ename}{RESET}: {cause}"), lost];
+    if !interrupted {
+        // Whatever the runtime printed before it died (its last line is the status).
+        let lines: Vec<&str> = detail.lines().filter(|line| !line.trim().is_empty()).collect();
+        traceback.extend(lines.iter().take(lines.len().saturating_sub(1)).map(|line| line.to_string()));
+    }
+    traceback.push("Functions, types and :dep crates are kept; run the cells that define the variables again.".to_owned());
+    ExecuteOutcome::error(ename, evalue, traceback)
+}
+
+fn internal_error(panic: &Box<dyn std::any::Any + Send>) -> ExecuteOutcome {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    log::error!("evcxr panicked: {message}");
+    ExecuteOutcome::error(
+        "InternalError",
+        format!("evcxr hit an internal error: {message}"),
+        vec![
+            format!("{RED}InternalError{RESET}: evcxr hit an internal error: {message}"),
+            "The kernel is still running. If cells keep failing, restart the kernel.".to_owned(),
+        ],
+    )
+}
+
+/// Passes lines evcxr itself reports (when the relay is not in use) to the cell.
+fn forward_lines(lines: Receiver<String>, shared: Arc<Shared>, name: StreamName) {
+    let spawned = std::thread::Builder::new()
+        .name("ferrolab-evcxr-output".into())
+        .spawn(move || {
+            for line in lines {
+                shared.link.emit(name, &format!("{line}\n"));
+            }
+        });
+    if let Err(error) = spawned {
+        log::warn!("cannot forward evcxr output: {error}");
+    }
+}
+
+/// Descendants of this process (cargo, rustc, linkers), except the runtime
+/// process and what it started.
+pub(super) fn build_processes(runtime: Option<u32>) -> Vec<u32> {
+    let mut system = System::new();
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
+    let me = Pid::from_u32(std::process::id());
+    let spared = runtime.map(Pid::from_u32);
+    let mut family = vec![me];
+    let mut index = 0;
+    while index < family.len() {
+        let parent = family[index];
+        for (pid, process) in system.processes() {
+            if process.parent() == Some(parent) && Some(*pid) != spared && !family.contains(pid) {
+                family.push(*pid);
+            }
+        }
+        index += 1;
+    }
+    family.into_iter().skip(1).map(|pid| pid.as_u32()).collect()
+}

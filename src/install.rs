@@ -1,0 +1,192 @@
+//! Writes and removes the kernelspec (`kernel.json` and logos).
+//!
+//! Locations follow Jupyter's data directories: `--user` is
+//! `$JUPYTER_DATA_DIR` or the per-user data dir, `--sys-prefix` is the active
+//! virtualenv (or the prefix of the `python3` on PATH), `--prefix DIR` is
+//! `DIR/share/jupyter`. The spec's argv holds this binary's absolute path.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KERNEL_JSON: &str = include_str!("../kernelspec/kernel.json");
+const LOGO_32: &[u8] = include_bytes!("../kernelspec/logo-32x32.png");
+const LOGO_64: &[u8] = include_bytes!("../kernelspec/logo-64x64.png");
+const LOGO_SVG: &[u8] = include_bytes!("../kernelspec/logo-svg.svg");
+
+/// Where kernelspecs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    User,
+    SysPrefix,
+    Prefix(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(
+        "kernel name {0:?} is not valid: use ASCII letters, digits, '-', '.' and '_' only"
+    )]
+    BadName(String),
+    #[error("cannot find the user data directory: set JUPYTER_DATA_DIR or HOME")]
+    NoHome,
+    #[error(
+        "--sys-prefix needs an active virtualenv ($VIRTUAL_ENV) or a python3 on PATH: {0}"
+    )]
+    NoPython(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no kernelspec named {name:?} in {dir}")]
+    NotInstalled { name: String, dir: PathBuf },
+    #[error("cannot locate the ferrolab binary: {0}")]
+    NoBinary(std::io::Error),
+}
+
+/// `<data dir>` (the one holding `kernels/`) for a location.
+pub fn data_dir(location: &Location) -> Result<PathBuf, InstallError> {
+    match location {
+        Location::User => {
+            if let Some(dir) = std::env::var_os("JUPYTER_DATA_DIR") {
+                return Ok(PathBuf::from(dir));
+            }
+            let home = std::env::var_os("HOME").map(PathBuf::from).ok_or(InstallError::NoHome)?;
+            if cfg!(target_os = "macos") {
+                return Ok(home.join("Library/Jupyter"));
+            }
+            let data = std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .filter(|path| path.is_absolute())
+                .unwrap_or_else(|| home.join(".local/share"));
+            Ok(data.join("jupyter"))
+        }
+        Location::SysPrefix => Ok(sys_prefix()?.join("share/jupyter")),
+        Location::Prefix(dir) => Ok(dir.join("share/jupyter")),
+    }
+}
+
+fn sys_prefix() -> Result<PathBuf, InstallError> {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        return Ok(PathBuf::from(venv));
+    }
+    let output = Command::new("python3")
+        .args(["-c", "import sys; print(sys.prefix)"])
+        .output()
+        .map_err(|error| InstallError::NoPython(error.to_string()))?;
+    if !output.status.success() {
+        return Err(InstallError::NoPython(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+fn check_name(name: &str) -> Result<(), InstallError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if valid { Ok(()) } else { Err(InstallError::BadName(name.to_owned())) }
+}
+
+/// The kernel.json contents for this binary.
+pub fn kernel_json(binary: &Path, display_name: &str) -> Value {
+    let mut spec: Value = serde_json::from_str(KERNEL_JSON).unwrap_or_default();
+    if let Some(argv) = spec.get_mut("argv").and_then(Value::as_array_mut) {
+        for arg in argv.iter_mut() {
+            if arg == "{ferrolab}" {
+                *arg = Value::String(binary.to_string_lossy().into_owned());
+            }
+        }
+    }
+    spec["display_name"] = Value::String(display_name.to_owned());
+    spec
+}
+
+/// Installs the kernelspec; returns its directory.
+pub fn install(location: &Location, name: &str, display_name: &str) -> Result<PathBuf, InstallError> {
+    check_name(name)?;
+    let binary = std::env::current_exe()
+        .and_then(|exe| exe.canonicalize())
+        .map_err(InstallError::NoBinary)?;
+    let dir = data_dir(location)?.join("kernels").join(name);
+    let write = |file: &str, bytes: &[u8]| {
+        let path = dir.join(file);
+        std::fs::write(&path, bytes).map_err(|source| InstallError::Write { path, source })
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| InstallError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let spec = serde_json::to_string_pretty(&kernel_json(&binary, display_name)).unwrap_or_default();
+    write("kernel.json", spec.as_bytes())?;
+    write("logo-32x32.png", LOGO_32)?;
+    write("logo-64x64.png", LOGO_64)?;
+    write("logo-svg.svg", LOGO_SVG)?;
+    Ok(dir)
+}
+
+/// Removes the kernelspec; returns the directory that was removed.
+pub fn uninstall(location: &Location, name: &str) -> Result<PathBuf, InstallError> {
+    check_name(name)?;
+    let dir = data_dir(location)?.join("kernels").join(name);
+    if !dir.join("kernel.json").is_file() {
+        return Err(InstallError::NotInstalled {
+            name: name.to_owned(),
+            dir: dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+        });
+    }
+    std::fs::remove_dir_all(&dir).map_err(|source| InstallError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_json_has_binary_and_message_interrupts() {
+        let spec = kernel_json(Path::new("/opt/bin/ferrolab"), "Rust (test)");
+        assert_eq!(
+            spec["argv"],
+            serde_json::json!(["/opt/bin/ferrolab", "kernel", "--connection-file", "{connection_file}"])
+        );
+        assert_eq!(spec["display_name"], "Rust (test)");
+        assert_eq!(spec["language"], "rust");
+        assert_eq!(spec["interrupt_mode"], "message");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("ferrolab").is_ok());
+        assert!(check_name("rust-1.95_x").is_ok());
+        assert!(check_name("bad name").is_err());
+        assert!(check_name("../escape").is_err());
+        assert!(check_name("").is_err());
+    }
+
+    #[test]
+    fn install_and_uninstall_under_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Prefix(dir.path().to_owned());
+        let installed = install(&location, "ferrolab-test", "Rust (test)").unwrap();
+        assert_eq!(installed, dir.path().join("share/jupyter/kernels/ferrolab-test"));
+        for file in ["kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg"] {
+            assert!(installed.join(file).is_file(), "{file}");
+        }
+        let spec: Value =
+            serde_json::from_str(&std::fs::read_to_string(installed.join("kernel.json")).unwrap()).unwrap();
+        assert!(Path::new(spec["argv"][0].as_str().unwrap()).is_absolute());
+        uninstall(&location, "ferrolab-test").unwrap();
+        assert!(!installed.exists());
+        assert!(matches!(
+            uninstall(&location, "ferrolab-test"),
+            Err(InstallError::NotInstalled { .. })
+        ));
+    }
+}

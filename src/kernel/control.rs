@@ -1,0 +1,89 @@
+//! The control channel: kernel_info, interrupt, shutdown and usage, served on
+//! their own task so they never wait behind a running cell.
+
+use crate::kernel::info;
+use crate::kernel::interpreter::Interpreter;
+use crate::kernel::iopub::Publisher;
+use crate::kernel::shell::{CurrentCancel, send_routed};
+use crate::kernel::usage::UsageProbe;
+use crate::protocol::content::{self, InterruptReply, ShutdownReply, ShutdownRequest};
+use crate::protocol::{Codec, Message};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, oneshot};
+use zeromq::RouterSendHalf;
+
+pub struct ControlSession {
+    pub interpreter: Arc<dyn Interpreter>,
+    pub publisher: Publisher,
+    pub replies: RouterSendHalf,
+    pub codec: Codec,
+    pub current_cancel: CurrentCancel,
+    pub shutdown: Option<oneshot::Sender<bool>>,
+    pub usage: UsageProbe,
+}
+
+impl ControlSession {
+    pub async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Message>) {
+        while let Some(request) = queue.recv().await {
+            let parent = request.raw_header.clone();
+            self.publisher.status("busy", &parent);
+            match request.msg_type() {
+                "kernel_info_request" => {
+                    let reply = info::kernel_info(self.interpreter.as_ref());
+                    self.reply(&request, reply).await;
+                }
+                "interrupt_request" => {
+                    interrupt(&self.interpreter, &self.current_cancel).await;
+                    let reply = content::to_value(&InterruptReply { status: "ok" });
+                    self.reply(&request, reply).await;
+                }
+                "shutdown_request" => {
+                    let restart = request
+                        .content_as::<ShutdownRequest>()
+                        .map(|r| r.restart)
+                        .unwrap_or(false);
+                    let reply = content::to_value(&ShutdownReply {
+                        status: "ok",
+                        restart,
+                    });
+                    self.reply(&request, reply.clone()).await;
+                    // ipykernel also broadcasts the reply so every client learns of it.
+                    self.publisher.publish("shutdown_reply", reply, &parent);
+                    self.publisher.status("idle", &parent);
+                    self.publisher.flush().await;
+                    if let Some(shutdown) = self.shutdown.take() {
+                        let _ = shutdown.send(restart);
+                    }
+                    continue;
+                }
+                "usage_request" => {
+                    let reply = {
+                        let mut reply = self.usage.sample();
+                        reply["status"] = "ok".into();
+                        reply
+                    };
+                    self.reply(&request, reply).await;
+                }
+                other => log::info!("control: ignoring unsupported message type {other:?}"),
+            }
+            self.publisher.status("idle", &parent);
+        }
+    }
+
+    async fn reply(&mut self, request: &Message, content: serde_json::Value) {
+        let message = request.reply(self.publisher.session(), content);
+        send_routed(&mut self.replies, &self.codec, message).await;
+    }
+}
+
+/// Marks the running cell cancelled and asks the interpreter to stop it. Used
+/// for interrupt_request and for SIGINT alike.
+pub async fn interrupt(interpreter: &Arc<dyn Interpreter>, current_cancel: &CurrentCancel) {
+    current_cancel
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .store(true, Ordering::SeqCst);
+    let interpreter = interpreter.clone();
+    let _ = tokio::task::spawn_blocking(move || interpreter.interrupt()).await;
+}

@@ -1,0 +1,380 @@
+//! The shell channel's session: one request at a time, in arrival order.
+//!
+//! Owns the execution counter and the history. Around every request it
+//! publishes `busy` then `idle`; for execute it publishes `execute_input`, lets
+//! the interpreter run the cell on a blocking thread, publishes the result or
+//! the single `error` output, replies, and only then goes idle. After a failed
+//! cell with `stop_on_error`, the execute requests that had already arrived are
+//! answered `aborted` without running; other requests keep their place.
+
+use crate::kernel::cell_context::StdinRoute;
+use crate::kernel::history::History;
+use crate::kernel::interpreter::{Completeness, ExecuteOutcome, Interpreter};
+use crate::kernel::iopub::Publisher;
+use crate::kernel::stdin::InputCall;
+use crate::kernel::{CellContext, info};
+use crate::protocol::content::{
+    self, CommClose, CommInfoReply, CommOpen, CompleteReply, CompleteRequest, ErrorInfo,
+    ExecuteInput, ExecuteReplyAborted, ExecuteReplyError, ExecuteReplyOk, ExecuteRequest,
+    ExecuteResult, HistoryReply, HistoryRequest, InspectReply, InspectRequest, IsCompleteReply,
+    IsCompleteRequest,
+};
+use crate::protocol::{Codec, Message};
+use serde_json::{Map, Value, json};
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use zeromq::{RouterSendHalf, SocketSend, ZmqMessage};
+
+/// The cancel flag of the cell that runs now; the control channel sets it.
+pub type CurrentCancel = Arc<Mutex<Arc<AtomicBool>>>;
+
+pub struct ShellSession {
+    pub interpreter: Arc<dyn Interpreter>,
+    pub publisher: Publisher,
+    pub replies: RouterSendHalf,
+    pub codec: Codec,
+    pub stdin: mpsc::UnboundedSender<InputCall>,
+    pub current_cancel: CurrentCancel,
+    pub history: History,
+    pub execution_count: u64,
+}
+
+impl ShellSession {
+    /// Serves requests until the queue closes.
+    pub async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Message>) {
+        let mut held: VecDeque<Message> = VecDeque::new();
+        loop {
+            let message = match held.pop_front() {
+                Some(message) => message,
+                None => match queue.recv().await {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            let abort_queued = self.handle(message).await;
+            if abort_queued {
+                while let Ok(queued) = queue.try_recv() {
+                    if queued.msg_type() == "execute_request" {
+                        self.abort(&queued).await;
+                    } else {
+                        held.push_back(queued);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one request; returns true when queued executes must be aborted.
+    async fn handle(&mut self, request: Message) -> bool {
+        let parent = request.raw_header.clone();
+        self.publisher.status("busy", &parent);
+        let mut abort_queued = false;
+        match request.msg_type() {
+            "execute_request" => abort_queued = self.execute(&request).await,
+            "kernel_info_request" => {
+                let reply = info::kernel_info(self.interpreter.as_ref());
+                self.reply(&request, reply).await;
+            }
+            "complete_request" => self.complete(&request).await,
+            "inspect_request" => self.inspect(&request).await,
+            "is_complete_request" => self.is_complete(&request).await,
+            "history_request" => self.history(&request).await,
+            "comm_info_request" => {
+                let reply = CommInfoReply {
+                    status: "ok",
+                    comms: Map::new(),
+                };
+                self.reply(&request, content::to_value(&reply)).await;
+            }
+            "comm_open" => self.refuse_comm(&request),
+            "comm_msg" | "comm_close" => {
+                log::debug!("shell: {} for a comm this kernel never opened", request.msg_type())
+            }
+            other => log::info!("shell: ignoring unsupported message type {other:?}"),
+        }
+        self.publisher.status("idle", &parent);
+        abort_queued
+    }
+
+    async fn execute(&mut self, request: &Message) -> bool {
+        let execute: ExecuteRequest = match request.content_as() {
+            Ok(execute) => execute,
+            Err(error) => {
+                let info = ErrorInfo {
+                    ename: "BadRequest".into(),
+                    evalue: format!("execute_request content is not valid: {error}"),
+                    traceback: vec![],
+                };
+                self.reply_error(request, info).await;
+                return false;
+            }
+        };
+        let has_code = !execute.code.trim().is_empty();
+        let stores = execute.stores_history() && has_code;
+        if stores {
+            self.execution_count += 1;
+        }
+        let count = self.execution_count;
+        if !execute.silent {
+            let input = ExecuteInput {
+                code: execute.code.clone(),
+                execution_count: count,
+            };
+            self.publisher
+                .publish("execute_input", content::to_value(&input), &request.raw_header);
+        }
+        let outcome = if has_code {
+            self.run_cell(request, &execute, count).await
+        } else {
+            ExecuteOutcome::ok()
+        };
+        self.publisher.flush().await;
+        match outcome {
+            ExecuteOutcome::Ok { result, payload } => {
+                let output_text = result
+                    .as_ref()
+                    .and_then(|data| data.get("text/plain"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if let Some(data) = result
+                    && !execute.silent
+                {
+                    let result = ExecuteResult {
+                        execution_count: count,
+                        data,
+                        metadata: Map::new(),
+                    };
+                    self.publisher
+                        .publish("execute_result", content::to_value(&result), &request.raw_header);
+                    self.publisher.flush().await;
+                }
+                let reply = ExecuteReplyOk {
+                    status: "ok",
+                    execution_count: count,
+                    payload,
+                    user_expressions: unsupported_user_expressions(&execute.user_expressions),
+                };
+                self.reply(request, content::to_value(&reply)).await;
+                if stores {
+                    self.history.store(count, &execute.code, output_text.as_deref());
+                }
+                false
+            }
+            ExecuteOutcome::Error(info) => {
+                self.publisher
+                    .publish("error", content::to_value(&info), &request.raw_header);
+                self.publisher.flush().await;
+                let reply = ExecuteReplyError {
+                    status: "error",
+                    execution_count: count,
+                    error: info,
+                    payload: Vec::new(),
+                    user_expressions: Map::new(),
+                };
+                self.reply(request, content::to_value(&reply)).await;
+                if stores {
+                    self.history.store(count, &execute.code, None);
+                }
+                execute.stop_on_error && !execute.silent
+            }
+        }
+    }
+
+    async fn run_cell(&mut self, request: &Message, execute: &ExecuteRequest, count: u64) -> ExecuteOutcome {
+        let cancelled = Arc::new(AtomicBool::new(false));
+        *self
+            .current_cancel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = cancelled.clone();
+        let stdin = execute.allow_stdin.then(|| StdinRoute {
+            calls: self.stdin.clone(),
+            identities: request.identities.clone(),
+        });
+        let cell = CellContext::new(
+            self.publisher.clone(),
+            request.raw_header.clone(),
+            stdin,
+            cancelled,
+            count,
+            execute.silent,
+        );
+        let interpreter = self.interpreter.clone();
+        let code = execute.code.clone();
+        tokio::task::spawn_blocking(move || interpreter.execute(&code, &cell))
+            .await
+            .unwrap_or_else(|error| {
+                log::error!("shell: the interpreter panicked: {error}");
+                ExecuteOutcome::error(
+                    "InternalError",
+                    "ferrolab hit an internal error while running this cell; the kernel is still running",
+                    vec![format!("InternalError: {error}")],
+                )
+            })
+    }
+
+    async fn abort(&mut self, request: &Message) {
+        let parent = request.raw_header.clone();
+        self.publisher.status("busy", &parent);
+        let reply = ExecuteReplyAborted {
+            status: "aborted",
+            execution_count: self.execution_count,
+        };
+        let mut message = request.reply(self.publisher.session(), content::to_value(&reply));
+        message.metadata = json!({"status": "aborted"});
+        self.send(message).await;
+        self.publisher.status("idle", &parent);
+    }
+
+    async fn complete(&mut self, request: &Message) {
+        let Ok(complete) = request.content_as::<CompleteRequest>() else {
+            return self.reply_bad_request(request).await;
+        };
+        let cursor = complete.cursor_pos.unwrap_or_else(|| complete.code.chars().count());
+        let interpreter = self.interpreter.clone();
+        let code = complete.code;
+        let completions = tokio::task::spawn_blocking(move || interpreter.complete(&code, cursor))
+            .await
+            .unwrap_or_default();
+        let mut metadata = Map::new();
+        if !completions.types.is_empty() {
+            metadata.insert(
+                "_jupyter_types_experimental".into(),
+                Value::Array(completions.types),
+            );
+        }
+        let reply = CompleteReply {
+            status: "ok",
+            matches: completions.matches,
+            cursor_start: completions.cursor_start,
+            cursor_end: completions.cursor_end.max(completions.cursor_start),
+            metadata,
+        };
+        self.reply(request, content::to_value(&reply)).await;
+    }
+
+    async fn inspect(&mut self, request: &Message) {
+        let Ok(inspect) = request.content_as::<InspectRequest>() else {
+            return self.reply_bad_request(request).await;
+        };
+        let cursor = inspect.cursor_pos.unwrap_or_else(|| inspect.code.chars().count());
+        let interpreter = self.interpreter.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            interpreter.inspect(&inspect.code, cursor, inspect.detail_level)
+        })
+        .await
+        .ok()
+        .flatten();
+        let reply = InspectReply {
+            status: "ok",
+            found: data.is_some(),
+            data: data.unwrap_or_default(),
+            metadata: Map::new(),
+        };
+        self.reply(request, content::to_value(&reply)).await;
+    }
+
+    async fn is_complete(&mut self, request: &Message) {
+        let Ok(is_complete) = request.content_as::<IsCompleteRequest>() else {
+            return self.reply_bad_request(request).await;
+        };
+        let reply = match self.interpreter.is_complete(&is_complete.code) {
+            Completeness::Complete => IsCompleteReply { status: "complete", indent: None },
+            Completeness::Incomplete { indent } => IsCompleteReply {
+                status: "incomplete",
+                indent: Some(indent),
+            },
+            Completeness::Invalid => IsCompleteReply { status: "invalid", indent: None },
+            Completeness::Unknown => IsCompleteReply { status: "unknown", indent: None },
+        };
+        self.reply(request, content::to_value(&reply)).await;
+    }
+
+    async fn history(&mut self, request: &Message) {
+        let Ok(query) = request.content_as::<HistoryRequest>() else {
+            return self.reply_bad_request(request).await;
+        };
+        let reply = HistoryReply {
+            status: "ok",
+            history: self.history.query(&query),
+        };
+        self.reply(request, content::to_value(&reply)).await;
+    }
+
+    /// No comm targets are registered: every comm_open is closed at once.
+    fn refuse_comm(&mut self, request: &Message) {
+        match request.content_as::<CommOpen>() {
+            Ok(open) => {
+                log::info!("shell: closing comm for unknown target {:?}", open.target_name);
+                let close = CommClose {
+                    comm_id: open.comm_id,
+                    data: Map::new(),
+                };
+                self.publisher
+                    .publish("comm_close", content::to_value(&close), &request.raw_header);
+            }
+            Err(error) => log::info!("shell: comm_open without comm_id: {error}"),
+        }
+    }
+
+    async fn reply_bad_request(&mut self, request: &Message) {
+        let info = ErrorInfo {
+            ename: "BadRequest".into(),
+            evalue: format!("{} content is missing required fields", request.msg_type()),
+            traceback: vec![],
+        };
+        self.reply_error(request, info).await;
+    }
+
+    async fn reply_error(&mut self, request: &Message, info: ErrorInfo) {
+        let mut reply = content::to_value(&info);
+        reply["status"] = json!("error");
+        if request.msg_type() == "execute_request" {
+            reply["execution_count"] = json!(self.execution_count);
+        }
+        self.reply(request, reply).await;
+    }
+
+    async fn reply(&mut self, request: &Message, content: Value) {
+        let message = request.reply(self.publisher.session(), content);
+        self.send(message).await;
+    }
+
+    async fn send(&mut self, message: Message) {
+        send_routed(&mut self.replies, &self.codec, message).await;
+    }
+}
+
+/// Sends a reply through a ROUTER half, logging (not propagating) failures: a
+/// client that went away must not stop the kernel.
+pub async fn send_routed(socket: &mut RouterSendHalf, codec: &Codec, message: Message) {
+    let msg_type = message.header.msg_type.clone();
+    match ZmqMessage::try_from(codec.encode(&message)) {
+        Ok(frames) => {
+            if let Err(error) = socket.send(frames).await {
+                log::warn!("could not send {msg_type}: {error}");
+            }
+        }
+        Err(error) => log::warn!("could not frame {msg_type}: {error:?}"),
+    }
+}
+
+/// Rust expressions need a compile each; user_expressions are answered with a
+/// per-key error rather than silently dropped.
+fn unsupported_user_expressions(expressions: &Map<String, Value>) -> Map<String, Value> {
+    expressions
+        .keys()
+        .map(|key| {
+            (
+                key.clone(),
+                json!({
+                    "status": "error",
+                    "ename": "NotSupported",
+                    "evalue": "ferrolab does not evaluate user_expressions",
+                    "traceback": [],
+                }),
+            )
+        })
+        .collect()
+}
