@@ -24,15 +24,11 @@ pub enum Location {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error(
-        "kernel name {0:?} is not valid: use ASCII letters, digits, '-', '.' and '_' only"
-    )]
+    #[error("kernel name {0:?} is not valid: use ASCII letters, digits, '-', '.' and '_' only")]
     BadName(String),
     #[error("cannot find the user data directory: set JUPYTER_DATA_DIR or HOME")]
     NoHome,
-    #[error(
-        "--sys-prefix needs an active virtualenv ($VIRTUAL_ENV) or a python3 on PATH: {0}"
-    )]
+    #[error("--sys-prefix needs an active virtualenv ($VIRTUAL_ENV) or a python3 on PATH: {0}")]
     NoPython(String),
     #[error("cannot write {path}: {source}")]
     Write {
@@ -52,7 +48,9 @@ pub fn data_dir(location: &Location) -> Result<PathBuf, InstallError> {
             if let Some(dir) = std::env::var_os("JUPYTER_DATA_DIR") {
                 return Ok(PathBuf::from(dir));
             }
-            let home = std::env::var_os("HOME").map(PathBuf::from).ok_or(InstallError::NoHome)?;
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .ok_or(InstallError::NoHome)?;
             if cfg!(target_os = "macos") {
                 return Ok(home.join("Library/Jupyter"));
             }
@@ -80,7 +78,9 @@ fn sys_prefix() -> Result<PathBuf, InstallError> {
             String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         ));
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
 
 fn check_name(name: &str) -> Result<(), InstallError> {
@@ -88,7 +88,11 @@ fn check_name(name: &str) -> Result<(), InstallError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
-    if valid { Ok(()) } else { Err(InstallError::BadName(name.to_owned())) }
+    if valid {
+        Ok(())
+    } else {
+        Err(InstallError::BadName(name.to_owned()))
+    }
 }
 
 /// The kernel.json contents for this binary.
@@ -106,7 +110,11 @@ pub fn kernel_json(binary: &Path, display_name: &str) -> Value {
 }
 
 /// Installs the kernelspec; returns its directory.
-pub fn install(location: &Location, name: &str, display_name: &str) -> Result<PathBuf, InstallError> {
+pub fn install(
+    location: &Location,
+    name: &str,
+    display_name: &str,
+) -> Result<PathBuf, InstallError> {
     check_name(name)?;
     let binary = std::env::current_exe()
         .and_then(|exe| exe.canonicalize())
@@ -120,7 +128,8 @@ pub fn install(location: &Location, name: &str, display_name: &str) -> Result<Pa
         path: dir.clone(),
         source,
     })?;
-    let spec = serde_json::to_string_pretty(&kernel_json(&binary, display_name)).unwrap_or_default();
+    let spec =
+        serde_json::to_string_pretty(&kernel_json(&binary, display_name)).unwrap_or_default();
     write("kernel.json", spec.as_bytes())?;
     write("logo-32x32.png", LOGO_32)?;
     write("logo-64x64.png", LOGO_64)?;
@@ -154,7 +163,12 @@ mod tests {
         let spec = kernel_json(Path::new("/opt/bin/ferrolab"), "Rust (test)");
         assert_eq!(
             spec["argv"],
-            serde_json::json!(["/opt/bin/ferrolab", "kernel", "--connection-file", "{connection_file}"])
+            serde_json::json!([
+                "/opt/bin/ferrolab",
+                "kernel",
+                "--connection-file",
+                "{connection_file}"
+            ])
         );
         assert_eq!(spec["display_name"], "Rust (test)");
         assert_eq!(spec["language"], "rust");
@@ -175,12 +189,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let location = Location::Prefix(dir.path().to_owned());
         let installed = install(&location, "ferrolab-test", "Rust (test)").unwrap();
-        assert_eq!(installed, dir.path().join("share/jupyter/kernels/ferrolab-test"));
-        for file in ["kernel.json", "logo-32x32.png", "logo-64x64.png", "logo-svg.svg"] {
+        assert_eq!(
+            installed,
+            dir.path().join("share/jupyter/kernels/ferrolab-test")
+        );
+        for file in [
+            "kernel.json",
+            "logo-32x32.png",
+            "logo-64x64.png",
+            "logo-svg.svg",
+        ] {
             assert!(installed.join(file).is_file(), "{file}");
         }
         let spec: Value =
-            serde_json::from_str(&std::fs::read_to_string(installed.join("kernel.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(installed.join("kernel.json")).unwrap())
+                .unwrap();
         assert!(Path::new(spec["argv"][0].as_str().unwrap()).is_absolute());
         uninstall(&location, "ferrolab-test").unwrap();
         assert!(!installed.exists());

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod install;
 pub mod kernel;
 pub mod logging;
+pub mod process_tree;
 pub mod protocol;
 
 use std::path::Path;

@@ -37,7 +37,10 @@ impl log::Log for Logger {
             record.level(),
             record.args()
         );
-        let mut sinks = self.sinks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sinks = self
+            .sinks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for sink in sinks.iter_mut() {
             let _ = sink.write_all(line.as_bytes());
         }
@@ -60,7 +63,10 @@ pub fn init() {
         sinks.push(File::from(unsafe { OwnedFd::from_raw_fd(duplicate) }));
     }
     if let Some(path) = std::env::var_os("FERROLAB_LOG_FILE")
-        && let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+        && let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
     {
         sinks.push(file);
     }

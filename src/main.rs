@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ferrolab", version, about = "A Jupyter kernel for Rust, with notebook magics")]
+#[command(
+    name = "ferrolab",
+    version,
+    about = "A Jupyter kernel for Rust, with notebook magics"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

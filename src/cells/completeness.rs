@@ -38,7 +38,11 @@ pub fn check(code: &str) -> Completeness {
             }
             Mode::BlockComment(depth) => {
                 if c == '*' && next == Some('/') {
-                    mode = if depth == 1 { Mode::Code } else { Mode::BlockComment(depth - 1) };
+                    mode = if depth == 1 {
+                        Mode::Code
+                    } else {
+                        Mode::BlockComment(depth - 1)
+                    };
                     i += 1;
                 } else if c == '/' && next == Some('*') {
                     mode = Mode::BlockComment(depth + 1);

@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn recognises_help_forms() {
         assert_eq!(parse("Vec?"), query("Vec", false));
-        assert_eq!(parse("  std::fs::read_to_string?? "), query("std::fs::read_to_string", true));
+        assert_eq!(
+            parse("  std::fs::read_to_string?? "),
+            query("std::fs::read_to_string", true)
+        );
         assert_eq!(parse("?HashMap"), query("HashMap", false));
         assert_eq!(parse("%cd?"), query("%cd", false));
         assert_eq!(parse("?%%bash"), query("%%bash", false));

@@ -8,9 +8,11 @@
 mod completeness;
 pub mod help;
 
-use crate::engine::{Engine, toolchain};
 use crate::engine::text::{byte_offset, code_point_index};
-use crate::kernel::{CellContext, Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity, StreamName};
+use crate::engine::{Engine, toolchain};
+use crate::kernel::{
+    CellContext, Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity, StreamName,
+};
 use crate::protocol::content::MimeBundle;
 use serde_json::{Value, json};
 use std::sync::{Arc, OnceLock};

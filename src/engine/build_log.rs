@@ -22,7 +22,8 @@ pub fn capture(sink: ProgressSink) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: pipe2 succeeded; both descriptors are ours.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: duplicating fd 2 returns a fresh descriptor (checked below).
     let original = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
     if original < 0 {

@@ -119,7 +119,10 @@ impl Link {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.answers.recv_timeout(remaining) {
-                Ok(Answer::Pong { connection: from, seq: got }) if from == connection && got == seq => return true,
+                Ok(Answer::Pong {
+                    connection: from,
+                    seq: got,
+                }) if from == connection && got == seq => return true,
                 Ok(Answer::Closed { connection: closed }) if closed == connection => return true,
                 Ok(_) => continue,
                 Err(_) => {
@@ -147,7 +150,11 @@ impl Link {
                     return Err("the Rust runtime exited".to_owned());
                 }
                 Ok(_) => continue,
-                Err(_) => return Err(format!("the Rust runtime did not answer within {timeout:?}")),
+                Err(_) => {
+                    return Err(format!(
+                        "the Rust runtime did not answer within {timeout:?}"
+                    ));
+                }
             }
         }
     }
@@ -165,7 +172,9 @@ impl Link {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn accept_loop(listener: UnixListener, shared: Arc<Shared>, answers: Sender<Answer>) {
@@ -199,7 +208,12 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>, answers: Sender<Answ
     }
 }
 
-fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>, answers: Sender<Answer>) {
+fn read_loop(
+    connection: u64,
+    mut stream: UnixStream,
+    shared: Arc<Shared>,
+    answers: Sender<Answer>,
+) {
     let mut stdout = Utf8Stream::default();
     let mut stderr = Utf8Stream::default();
     let emit = |name: StreamName, text: &str| {
@@ -275,7 +289,10 @@ fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>, answe
     emit(StreamName::Stderr, &stderr.finish());
     {
         let mut writer = lock(&shared.writer);
-        if writer.as_ref().is_some_and(|(current, _)| *current == connection) {
+        if writer
+            .as_ref()
+            .is_some_and(|(current, _)| *current == connection)
+        {
             *writer = None;
             shared.running.store(false, Ordering::SeqCst);
         }

@@ -18,12 +18,16 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Notice {
-    Hello { pid: u32 },
+    Hello {
+        pid: u32,
+    },
     /// The runtime was told to load and run a cell's code.
     RunStarted,
     /// The cell's code returned; all its output was sent before this notice.
     RunFinished,
-    Pong { seq: u64 },
+    Pong {
+        seq: u64,
+    },
     /// A `display_data` (or `update_display_data` when `update`) from user code.
     Display {
         data: serde_json::Map<String, serde_json::Value>,
@@ -34,9 +38,17 @@ pub enum Notice {
         #[serde(default)]
         update: bool,
     },
-    ClearOutput { wait: bool },
-    Panic { thread: String, message: String },
-    OrderDone { id: u64, error: Option<String> },
+    ClearOutput {
+        wait: bool,
+    },
+    Panic {
+        thread: String,
+        message: String,
+    },
+    OrderDone {
+        id: u64,
+        error: Option<String>,
+    },
 }
 
 /// What the kernel asks of the child.
@@ -44,9 +56,18 @@ pub enum Notice {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Order {
     /// Answer with `Pong` after everything already read from the program's output.
-    Ping { seq: u64 },
-    Chdir { id: u64, path: String },
-    SetEnv { id: u64, key: String, value: Option<String> },
+    Ping {
+        seq: u64,
+    },
+    Chdir {
+        id: u64,
+        path: String,
+    },
+    SetEnv {
+        id: u64,
+        key: String,
+        value: Option<String>,
+    },
 }
 
 /// One decoded frame from the child.
@@ -86,7 +107,10 @@ fn read_frame(reader: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
     }
     let length = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if length > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "link frame too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "link frame too large",
+        ));
     }
     let mut payload = vec![0u8; length];
     reader.read_exact(&mut payload)?;
@@ -102,7 +126,8 @@ pub fn read_from_child(reader: &mut impl Read) -> io::Result<Option<FromChild>> 
         TAG_STDOUT => FromChild::Stdout(payload),
         TAG_STDERR => FromChild::Stderr(payload),
         TAG_JSON => FromChild::Notice(
-            serde_json::from_slice(&payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+            serde_json::from_slice(&payload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
         ),
         other => {
             return Err(io::Error::new(
@@ -119,7 +144,10 @@ pub fn read_order(reader: &mut impl Read) -> io::Result<Option<Order>> {
         return Ok(None);
     };
     if tag != TAG_JSON {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "orders are JSON frames"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "orders are JSON frames",
+        ));
     }
     serde_json::from_slice(&payload)
         .map(Some)

@@ -93,7 +93,9 @@ struct Shared {
 impl Shared {
     /// Kills the runtime process group (user code and anything it spawned).
     fn kill_runtime(&self) {
-        let Some(process) = self.process.get() else { return };
+        let Some(process) = self.process.get() else {
+            return;
+        };
         let mut child = process.lock().unwrap_or_else(|p| p.into_inner());
         let pid = child.id() as libc::pid_t;
         // SAFETY: signalling a process group we created (process_group(0)).
@@ -214,11 +216,9 @@ impl Engine {
     }
 
     fn unavailable(&self) -> ExecuteOutcome {
-        let reason = self
-            .startup_error
-            .get()
-            .cloned()
-            .unwrap_or_else(|| "the engine thread stopped unexpectedly; restart the kernel".to_owned());
+        let reason = self.startup_error.get().cloned().unwrap_or_else(|| {
+            "the engine thread stopped unexpectedly; restart the kernel".to_owned()
+        });
         ExecuteOutcome::error("EngineUnavailable", reason.clone(), vec![reason])
     }
 
@@ -242,7 +242,8 @@ impl Engine {
 
     /// Variables defined in the session, with their types.
     pub fn variables(&self) -> Vec<(String, String)> {
-        self.submit(|done| Job::Variables { done }).unwrap_or_default()
+        self.submit(|done| Job::Variables { done })
+            .unwrap_or_default()
     }
 
     /// Moves the runtime's working directory (no compile involved).
@@ -266,7 +267,9 @@ impl Engine {
 
     /// Stops the running cell: the runtime if user code runs, else the build.
     pub fn interrupt(&self) {
-        let Some(shared) = self.shared.get() else { return };
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
         shared.interrupt_requested.store(true, Ordering::SeqCst);
         if !shared.executing.load(Ordering::SeqCst) {
             return;
@@ -280,7 +283,9 @@ impl Engine {
 
     /// Kills the runtime and releases evcxr's temporary files.
     pub fn shutdown(&self) {
-        let Some(shared) = self.shared.get() else { return };
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
         shared.interrupt_requested.store(true, Ordering::SeqCst);
         shared.kill_build();
         shared.kill_runtime();

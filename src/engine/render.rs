@@ -41,7 +41,11 @@ pub struct CompileReport {
 /// Renders compile errors the way rustc prints them, against `source` (the
 /// Rust code as the user wrote it). `first_line` is the cell line number of
 /// `source`'s first line (1 unless magics came before it).
-pub fn compile_errors(errors: &[CompilationError], source: &str, first_line: usize) -> CompileReport {
+pub fn compile_errors(
+    errors: &[CompilationError],
+    source: &str,
+    first_line: usize,
+) -> CompileReport {
     let lines: Vec<&str> = source.lines().collect();
     let mut traceback = Vec::new();
     for (index, error) in errors.iter().enumerate() {
@@ -69,9 +73,19 @@ pub fn compile_errors(errors: &[CompilationError], source: &str, first_line: usi
 
 fn render_one(error: &CompilationError, lines: &[&str], first_line: usize, out: &mut Vec<String>) {
     let level = error.level();
-    let color = if level == "warning" { YELLOW_BOLD } else { RED_BOLD };
-    let code = error.code().map(|code| format!("[{code}]")).unwrap_or_default();
-    out.push(format!("{color}{level}{code}{RESET}{BOLD}: {}{RESET}", error.message()));
+    let color = if level == "warning" {
+        YELLOW_BOLD
+    } else {
+        RED_BOLD
+    };
+    let code = error
+        .code()
+        .map(|code| format!("[{code}]"))
+        .unwrap_or_default();
+    out.push(format!(
+        "{color}{level}{code}{RESET}{BOLD}: {}{RESET}",
+        error.message()
+    ));
     let spanned: Vec<_> = error
         .spanned_messages()
         .iter()
@@ -93,7 +107,11 @@ fn render_one(error: &CompilationError, lines: &[&str], first_line: usize, out: 
         .max()
         .unwrap_or(1);
     let gutter = " ".repeat(width);
-    if let Some((span, _)) = spanned.iter().find(|(_, m)| m.is_primary).or(spanned.first()) {
+    if let Some((span, _)) = spanned
+        .iter()
+        .find(|(_, m)| m.is_primary)
+        .or(spanned.first())
+    {
         out.push(format!(
             "{gutter}{BLUE_BOLD}--> {RESET}cell:{}:{}",
             span.start_line + first_line - 1,
@@ -131,14 +149,18 @@ fn render_one(error: &CompilationError, lines: &[&str], first_line: usize, out: 
     for help in error.help() {
         let mut help_lines = help.lines();
         if let Some(first) = help_lines.next() {
-            out.push(format!("{gutter} {BLUE_BOLD}={RESET} {BOLD}help{RESET}: {first}"));
+            out.push(format!(
+                "{gutter} {BLUE_BOLD}={RESET} {BOLD}help{RESET}: {first}"
+            ));
         }
         for rest in help_lines {
             out.push(format!("{gutter}   {rest}"));
         }
     }
     if let Some(hint) = error.evcxr_extra_hint() {
-        out.push(format!("{gutter} {BLUE_BOLD}={RESET} {BOLD}note{RESET}: {hint}"));
+        out.push(format!(
+            "{gutter} {BLUE_BOLD}={RESET} {BOLD}note{RESET}: {hint}"
+        ));
     }
     if spanned.is_empty() && error.help().is_empty() {
         // No span in the user's code: show rustc's own rendering, which is the
@@ -161,7 +183,11 @@ struct SpanLines {
 /// Zero-based display columns (in chars) to underline on `line_number`.
 fn marker_columns(span: &SpanLines, line_number: usize, text: &str) -> (usize, usize) {
     let length = text.chars().count();
-    let start = if line_number == span.start_line { span.start_column.saturating_sub(1) } else { 0 };
+    let start = if line_number == span.start_line {
+        span.start_column.saturating_sub(1)
+    } else {
+        0
+    };
     let end = if line_number == span.end_line {
         span.end_column.saturating_sub(1)
     } else {

@@ -60,7 +60,9 @@ pub fn byte_offset(text: &str, cursor: usize) -> usize {
 /// the character it is inside).
 pub fn code_point_index(text: &str, offset: usize) -> usize {
     let offset = offset.min(text.len());
-    text.char_indices().take_while(|(index, _)| *index < offset).count()
+    text.char_indices()
+        .take_while(|(index, _)| *index < offset)
+        .count()
 }
 
 #[cfg(test)]

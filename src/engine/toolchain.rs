@@ -61,5 +61,7 @@ pub fn has_rust_src() -> bool {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    PathBuf::from(sysroot).join("lib/rustlib/src/rust/library").is_dir()
+    PathBuf::from(sysroot)
+        .join("lib/rustlib/src/rust/library")
+        .is_dir()
 }

@@ -3,13 +3,13 @@
 use super::{CompletionSet, Hover, Job, Shared, prelude, render, toolchain};
 use crate::engine::link_frame::Order;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
-use evcxr::{CommandContext, EvalCallbacks, EvalContext, EvalOutputs};
 use crossbeam_channel::Receiver;
+use evcxr::{CommandContext, EvalCallbacks, EvalContext, EvalOutputs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{ProcessRefreshKind, System};
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,7 +37,9 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
         }
     };
     for job in jobs {
-        let Some(current) = worker.as_mut() else { break };
+        let Some(current) = worker.as_mut() else {
+            break;
+        };
         match job {
             Job::Execute {
                 code,
@@ -86,7 +88,10 @@ fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
                 let _ = done.send(ExecuteOutcome::error(
                     "EngineUnavailable",
                     reason,
-                    vec![format!("{RED}The Rust engine could not start{RESET}"), reason.to_owned()],
+                    vec![
+                        format!("{RED}The Rust engine could not start{RESET}"),
+                        reason.to_owned(),
+                    ],
                 ));
             }
             Job::Complete { done, .. } => {
@@ -113,7 +118,8 @@ impl Worker {
         if let Some(missing) = toolchain::missing_toolchain() {
             return Err(missing);
         }
-        let exe = std::env::current_exe().map_err(|e| format!("cannot locate the ferrolab binary: {e}"))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot locate the ferrolab binary: {e}"))?;
         let mut command = std::process::Command::new(exe);
         command.env(super::relay::LINK_ENV, shared.link.path());
         {
@@ -166,7 +172,9 @@ impl Worker {
                 if let Some(cell) = cell {
                     cell.stream(
                         StreamName::Stderr,
-                        &format!("ferrolab: display helpers are unavailable in this session: {error}\n"),
+                        &format!(
+                            "ferrolab: display helpers are unavailable in this session: {error}\n"
+                        ),
                     );
                 }
             }
@@ -175,8 +183,14 @@ impl Worker {
 
     fn execute(&mut self, code: &str, first_line: usize, cell: &CellContext) -> ExecuteOutcome {
         self.shared.link.set_sink(cell);
-        *self.shared.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(cell.clone());
-        self.shared.interrupt_requested.store(false, Ordering::SeqCst);
+        *self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cell.clone());
+        self.shared
+            .interrupt_requested
+            .store(false, Ordering::SeqCst);
         self.shared.executing.store(true, Ordering::SeqCst);
         self.prepare_runtime(Some(cell));
         let _ = self.shared.link.take_panic();
@@ -186,12 +200,15 @@ impl Worker {
             self.context.execute_with_callbacks(
                 code,
                 &mut EvalCallbacks {
-                    input_reader: &|request| match cell.input(&request.prompt, request.is_password) {
+                    input_reader: &|request| match cell.input(&request.prompt, request.is_password)
+                    {
                         Ok(line) => line,
                         Err(error) => {
                             cell.stream(
                                 StreamName::Stderr,
-                                &format!("ferrolab: no input: {error}; the program reads an empty line\n"),
+                                &format!(
+                                    "ferrolab: no input: {error}; the program reads an empty line\n"
+                                ),
                             );
                             String::new()
                         }
@@ -202,8 +219,13 @@ impl Worker {
 
         self.shared.link.sync(SYNC_TIMEOUT);
         self.shared.executing.store(false, Ordering::SeqCst);
-        *self.shared.progress.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let interrupted = self.shared.interrupt_requested.load(Ordering::SeqCst) || cell.is_cancelled();
+        *self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        let interrupted =
+            self.shared.interrupt_requested.load(Ordering::SeqCst) || cell.is_cancelled();
         if code.lines().any(|line| line.trim() == ":clear") {
             self.needs_prelude = true;
         }
@@ -220,13 +242,20 @@ impl Worker {
                 "panic",
                 panic.message.clone(),
                 vec![
-                    format!("{RED}thread '{}' panicked{RESET}: {}", panic.thread, panic.message),
-                    "Variables defined in this cell were dropped; earlier variables are unchanged.".to_owned(),
+                    format!(
+                        "{RED}thread '{}' panicked{RESET}: {}",
+                        panic.thread, panic.message
+                    ),
+                    "Variables defined in this cell were dropped; earlier variables are unchanged."
+                        .to_owned(),
                 ],
             );
         }
         if let Some(timing) = outputs.timing {
-            cell.stream(StreamName::Stdout, &format!("Took {}ms\n", timing.as_millis()));
+            cell.stream(
+                StreamName::Stdout,
+                &format!("Took {}ms\n", timing.as_millis()),
+            );
         }
         ExecuteOutcome::Ok {
             result: render::bundle(&outputs.content_by_mime_type),
@@ -247,7 +276,9 @@ impl Worker {
                 let report = render::compile_errors(&errors, code, first_line);
                 ExecuteOutcome::error("CompileError", report.summary, report.traceback)
             }
-            evcxr::Error::SubprocessTerminated(detail) => lost_runtime(&detail, interrupted, before),
+            evcxr::Error::SubprocessTerminated(detail) => {
+                lost_runtime(&detail, interrupted, before)
+            }
             evcxr::Error::TypeRedefinedVariablesLost(names) => {
                 let list = names.join(", ");
                 ExecuteOutcome::error(
@@ -318,12 +349,18 @@ fn lost_runtime(detail: &str, interrupted: bool, before: &[(String, String)]) ->
     let lost = if before.is_empty() {
         "No variables were lost (none were defined).".to_owned()
     } else {
-        let list: Vec<String> = before.iter().map(|(name, ty)| format!("{name}: {ty}")).collect();
+        let list: Vec<String> = before
+            .iter()
+            .map(|(name, ty)| format!("{name}: {ty}"))
+            .collect();
         format!("Lost variables: {}", list.join(", "))
     };
     let names: Vec<&str> = before.iter().map(|(name, _)| name.as_str()).collect();
     let (ename, cause) = if interrupted {
-        ("Interrupted", "the cell was interrupted, so the Rust runtime was restarted".to_owned())
+        (
+            "Interrupted",
+            "the cell was interrupted, so the Rust runtime was restarted".to_owned(),
+        )
     } else {
         let status = detail.lines().last().unwrap_or(detail).trim().to_owned();
         let hint = if status.contains("SIGKILL") || status.contains("signal: 9") {
@@ -331,7 +368,10 @@ fn lost_runtime(detail: &str, interrupted: bool, before: &[(String, String)]) ->
         } else {
             ""
         };
-        ("RuntimeCrashed", format!("the Rust runtime process died: {status}{hint}"))
+        (
+            "RuntimeCrashed",
+            format!("the Rust runtime process died: {status}{hint}"),
+        )
     };
     let evalue = if names.is_empty() {
         cause.clone()
@@ -341,10 +381,21 @@ fn lost_runtime(detail: &str, interrupted: bool, before: &[(String, String)]) ->
     let mut traceback = vec![format!("{RED}{ename}{RESET}: {cause}"), lost];
     if !interrupted {
         // Whatever the runtime printed before it died (its last line is the status).
-        let lines: Vec<&str> = detail.lines().filter(|line| !line.trim().is_empty()).collect();
-        traceback.extend(lines.iter().take(lines.len().saturating_sub(1)).map(|line| line.to_string()));
+        let lines: Vec<&str> = detail
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        traceback.extend(
+            lines
+                .iter()
+                .take(lines.len().saturating_sub(1))
+                .map(|line| line.to_string()),
+        );
     }
-    traceback.push("Functions, types and :dep crates are kept; run the cells that define the variables again.".to_owned());
+    traceback.push(
+        "Functions, types and :dep crates are kept; run the cells that define the variables again."
+            .to_owned(),
+    );
     ExecuteOutcome::error(ename, evalue, traceback)
 }
 
@@ -383,19 +434,10 @@ fn forward_lines(lines: Receiver<String>, shared: Arc<Shared>, name: StreamName)
 /// process and what it started.
 pub(super) fn build_processes(runtime: Option<u32>) -> Vec<u32> {
     let mut system = System::new();
-    system.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
-    let me = Pid::from_u32(std::process::id());
-    let spared = runtime.map(Pid::from_u32);
-    let mut family = vec![me];
-    let mut index = 0;
-    while index < family.len() {
-        let parent = family[index];
-        for (pid, process) in system.processes() {
-            if process.parent() == Some(parent) && Some(*pid) != spared && !family.contains(pid) {
-                family.push(*pid);
-            }
-        }
-        index += 1;
-    }
-    family.into_iter().skip(1).map(|pid| pid.as_u32()).collect()
+    crate::process_tree::descendants(
+        &mut system,
+        std::process::id(),
+        runtime,
+        ProcessRefreshKind::nothing(),
+    )
 }

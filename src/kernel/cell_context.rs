@@ -106,15 +106,22 @@ impl CellContext {
     }
 
     /// Publishes `display_data`; a `display_id` makes it updatable.
-    pub fn display(&self, data: MimeBundle, metadata: Map<String, Value>, display_id: Option<&str>) {
+    pub fn display(
+        &self,
+        data: MimeBundle,
+        metadata: Map<String, Value>,
+        display_id: Option<&str>,
+    ) {
         let content = DisplayData {
             data,
             metadata,
             transient: transient(display_id),
         };
-        self.inner
-            .publisher
-            .publish("display_data", content::to_value(&content), &self.inner.parent);
+        self.inner.publisher.publish(
+            "display_data",
+            content::to_value(&content),
+            &self.inner.parent,
+        );
     }
 
     /// Replaces an earlier display with the same id.

@@ -58,7 +58,9 @@ impl History {
         let data = std::env::var_os("XDG_DATA_HOME")
             .map(PathBuf::from)
             .filter(|path| path.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/share")))?;
+            .or_else(|| {
+                std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/share"))
+            })?;
         Some(data.join("ferrolab").join("history.jsonl"))
     }
 
@@ -79,11 +81,18 @@ impl History {
     }
 
     fn claim_session(&self) -> std::io::Result<i64> {
-        let path = self.path.as_ref().ok_or_else(|| std::io::Error::other("no history file"))?;
+        let path = self
+            .path
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no history file"))?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
         let _lock = FileLock::exclusive(&file)?;
         let session = last_session(&mut file)? + 1;
         let marker = Record {
@@ -154,8 +163,10 @@ impl History {
                     Ok(matcher) => matcher,
                     Err(_) => return Vec::new(),
                 };
-                let mut matches: Vec<Record> =
-                    records.into_iter().filter(|r| matcher.matches(&r.input)).collect();
+                let mut matches: Vec<Record> = records
+                    .into_iter()
+                    .filter(|r| matcher.matches(&r.input))
+                    .collect();
                 if request.unique {
                     matches = keep_last_unique(matches);
                 }
@@ -294,8 +305,9 @@ mod tests {
         assert_eq!(tail, vec![json!([2, 2, "b"]), json!([2, 3, "c"])]);
         let four = history.query(&request(json!({"hist_access_type": "tail", "n": 4})));
         assert_eq!(four[0], json!([1, 1, "old"]));
-        let with_output =
-            history.query(&request(json!({"hist_access_type": "tail", "n": 1, "output": true})));
+        let with_output = history.query(&request(
+            json!({"hist_access_type": "tail", "n": 1, "output": true}),
+        ));
         assert_eq!(with_output, vec![json!([2, 3, ["c", "out"]])]);
     }
 
@@ -309,10 +321,17 @@ mod tests {
         let range = history.query(&request(
             json!({"hist_access_type": "range", "session": 1, "start": 2, "stop": 4}),
         ));
-        assert_eq!(range, vec![json!([1, 2, "cell 2"]), json!([1, 3, "cell 3"])]);
-        let current = history.query(&request(json!({"hist_access_type": "range", "session": 0, "start": 5})));
+        assert_eq!(
+            range,
+            vec![json!([1, 2, "cell 2"]), json!([1, 3, "cell 3"])]
+        );
+        let current = history.query(&request(
+            json!({"hist_access_type": "range", "session": 0, "start": 5}),
+        ));
         assert_eq!(current, vec![json!([1, 5, "cell 5"])]);
-        let previous = history.query(&request(json!({"hist_access_type": "range", "session": -1})));
+        let previous = history.query(&request(
+            json!({"hist_access_type": "range", "session": -1}),
+        ));
         assert!(previous.is_empty());
     }
 
@@ -320,11 +339,19 @@ mod tests {
     fn search_is_glob_with_n_and_unique() {
         let (_dir, path) = temp_history();
         let mut history = History::open(Some(path));
-        let inputs = ["let x = 1;", "x + 1", "let x = 1;", "println!(\"{x}\")", "let x = 1;"];
+        let inputs = [
+            "let x = 1;",
+            "x + 1",
+            "let x = 1;",
+            "println!(\"{x}\")",
+            "let x = 1;",
+        ];
         for (i, input) in inputs.iter().enumerate() {
             history.store(i as u64 + 1, input, None);
         }
-        let all = history.query(&request(json!({"hist_access_type": "search", "pattern": "let*"})));
+        let all = history.query(&request(
+            json!({"hist_access_type": "search", "pattern": "let*"}),
+        ));
         assert_eq!(all.len(), 3);
         let unique = history.query(&request(
             json!({"hist_access_type": "search", "pattern": "let*", "unique": true}),
@@ -335,9 +362,13 @@ mod tests {
         ));
         assert_eq!(last_two.len(), 2);
         assert_eq!(last_two[1], json!([1, 5, "let x = 1;"]));
-        let case = history.query(&request(json!({"hist_access_type": "search", "pattern": "LET*"})));
+        let case = history.query(&request(
+            json!({"hist_access_type": "search", "pattern": "LET*"}),
+        ));
         assert!(case.is_empty(), "glob is case-sensitive");
-        let class = history.query(&request(json!({"hist_access_type": "search", "pattern": "[xp]*"})));
+        let class = history.query(&request(
+            json!({"hist_access_type": "search", "pattern": "[xp]*"}),
+        ));
         assert_eq!(class.len(), 2);
     }
 
@@ -346,7 +377,9 @@ mod tests {
         let (_dir, path) = temp_history();
         let mut history = History::open(Some(path));
         history.store(1, "fn f() {\n    1\n}", None);
-        let found = history.query(&request(json!({"hist_access_type": "search", "pattern": "fn*}"})));
+        let found = history.query(&request(
+            json!({"hist_access_type": "search", "pattern": "fn*}"}),
+        ));
         assert_eq!(found.len(), 1);
     }
 
@@ -367,7 +400,11 @@ mod tests {
     fn garbage_lines_are_skipped() {
         let (_dir, path) = temp_history();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, "not json\n{\"session\": 4, \"line\": 1, \"input\": \"x\"}\n").unwrap();
+        std::fs::write(
+            &path,
+            "not json\n{\"session\": 4, \"line\": 1, \"input\": \"x\"}\n",
+        )
+        .unwrap();
         let mut history = History::open(Some(path));
         assert_eq!(history.session(), 5);
         let tail = history.query(&request(json!({"hist_access_type": "tail", "n": 5})));

@@ -30,7 +30,11 @@ impl ExecuteOutcome {
         }
     }
 
-    pub fn error(ename: impl Into<String>, evalue: impl Into<String>, traceback: Vec<String>) -> Self {
+    pub fn error(
+        ename: impl Into<String>,
+        evalue: impl Into<String>,
+        traceback: Vec<String>,
+    ) -> Self {
         ExecuteOutcome::Error(ErrorInfo {
             ename: ename.into(),
             evalue: evalue.into(),

@@ -56,7 +56,11 @@ impl Publisher {
     }
 
     pub fn status(&self, execution_state: &'static str, parent: &Value) {
-        self.publish("status", content::to_value(&Status { execution_state }), parent);
+        self.publish(
+            "status",
+            content::to_value(&Status { execution_state }),
+            parent,
+        );
     }
 
     /// Queues stream text (batched).
@@ -136,11 +140,19 @@ async fn run(
 
 async fn send_stream(socket: &mut PubSocket, codec: &Codec, session: &str, chunk: StreamChunk) {
     let content = json!({"name": chunk.name, "text": chunk.text});
-    send(socket, codec, Message::new("stream", session, content, chunk.parent)).await;
+    send(
+        socket,
+        codec,
+        Message::new("stream", session, content, chunk.parent),
+    )
+    .await;
 }
 
 async fn send(socket: &mut PubSocket, codec: &Codec, mut message: Message) {
-    let topic = format!("kernel.{}.{}", message.header.session, message.header.msg_type);
+    let topic = format!(
+        "kernel.{}.{}",
+        message.header.session, message.header.msg_type
+    );
     message.identities = vec![Bytes::from(topic)];
     let frames = codec.encode(&message);
     match ZmqMessage::try_from(frames) {

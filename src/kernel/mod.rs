@@ -56,7 +56,10 @@ pub fn serve(connection_file: &Path, interpreter: Arc<dyn Interpreter>) -> anyho
     Ok(())
 }
 
-async fn serve_async(info: ConnectionInfo, interpreter: Arc<dyn Interpreter>) -> anyhow::Result<bool> {
+async fn serve_async(
+    info: ConnectionInfo,
+    interpreter: Arc<dyn Interpreter>,
+) -> anyhow::Result<bool> {
     let codec = Codec::new(&info.key);
     let session: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let sockets = sockets::bind_all(&info).await?;
@@ -108,7 +111,11 @@ async fn serve_async(info: ConnectionInfo, interpreter: Arc<dyn Interpreter>) ->
 
 /// Reads one ROUTER socket, verifies each message and queues it in order.
 /// Refused messages are logged with the reason (never the key) and dropped.
-fn spawn_reader(channel: &'static str, mut socket: RouterRecvHalf, codec: Codec) -> mpsc::UnboundedReceiver<Message> {
+fn spawn_reader(
+    channel: &'static str,
+    mut socket: RouterRecvHalf,
+    codec: Codec,
+) -> mpsc::UnboundedReceiver<Message> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -133,7 +140,10 @@ fn spawn_reader(channel: &'static str, mut socket: RouterRecvHalf, codec: Codec)
     rx
 }
 
-fn spawn_sigint_handler(interpreter: Arc<dyn Interpreter>, current_cancel: shell::CurrentCancel) -> std::io::Result<()> {
+fn spawn_sigint_handler(
+    interpreter: Arc<dyn Interpreter>,
+    current_cancel: shell::CurrentCancel,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {

@@ -90,7 +90,10 @@ impl ShellSession {
             }
             "comm_open" => self.refuse_comm(&request),
             "comm_msg" | "comm_close" => {
-                log::debug!("shell: {} for a comm this kernel never opened", request.msg_type())
+                log::debug!(
+                    "shell: {} for a comm this kernel never opened",
+                    request.msg_type()
+                )
             }
             other => log::info!("shell: ignoring unsupported message type {other:?}"),
         }
@@ -122,8 +125,11 @@ impl ShellSession {
                 code: execute.code.clone(),
                 execution_count: count,
             };
-            self.publisher
-                .publish("execute_input", content::to_value(&input), &request.raw_header);
+            self.publisher.publish(
+                "execute_input",
+                content::to_value(&input),
+                &request.raw_header,
+            );
         }
         let outcome = if has_code {
             self.run_cell(request, &execute, count).await
@@ -146,8 +152,11 @@ impl ShellSession {
                         data,
                         metadata: Map::new(),
                     };
-                    self.publisher
-                        .publish("execute_result", content::to_value(&result), &request.raw_header);
+                    self.publisher.publish(
+                        "execute_result",
+                        content::to_value(&result),
+                        &request.raw_header,
+                    );
                     self.publisher.flush().await;
                 }
                 let reply = ExecuteReplyOk {
@@ -158,7 +167,8 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    self.history.store(count, &execute.code, output_text.as_deref());
+                    self.history
+                        .store(count, &execute.code, output_text.as_deref());
                 }
                 false
             }
@@ -182,7 +192,12 @@ impl ShellSession {
         }
     }
 
-    async fn run_cell(&mut self, request: &Message, execute: &ExecuteRequest, count: u64) -> ExecuteOutcome {
+    async fn run_cell(
+        &mut self,
+        request: &Message,
+        execute: &ExecuteRequest,
+        count: u64,
+    ) -> ExecuteOutcome {
         let cancelled = Arc::new(AtomicBool::new(false));
         *self
             .current_cancel
@@ -231,7 +246,9 @@ impl ShellSession {
         let Ok(complete) = request.content_as::<CompleteRequest>() else {
             return self.reply_bad_request(request).await;
         };
-        let cursor = complete.cursor_pos.unwrap_or_else(|| complete.code.chars().count());
+        let cursor = complete
+            .cursor_pos
+            .unwrap_or_else(|| complete.code.chars().count());
         let interpreter = self.interpreter.clone();
         let code = complete.code;
         let completions = tokio::task::spawn_blocking(move || interpreter.complete(&code, cursor))
@@ -258,7 +275,9 @@ impl ShellSession {
         let Ok(inspect) = request.content_as::<InspectRequest>() else {
             return self.reply_bad_request(request).await;
         };
-        let cursor = inspect.cursor_pos.unwrap_or_else(|| inspect.code.chars().count());
+        let cursor = inspect
+            .cursor_pos
+            .unwrap_or_else(|| inspect.code.chars().count());
         let interpreter = self.interpreter.clone();
         let data = tokio::task::spawn_blocking(move || {
             interpreter.inspect(&inspect.code, cursor, inspect.detail_level)
@@ -280,13 +299,22 @@ impl ShellSession {
             return self.reply_bad_request(request).await;
         };
         let reply = match self.interpreter.is_complete(&is_complete.code) {
-            Completeness::Complete => IsCompleteReply { status: "complete", indent: None },
+            Completeness::Complete => IsCompleteReply {
+                status: "complete",
+                indent: None,
+            },
             Completeness::Incomplete { indent } => IsCompleteReply {
                 status: "incomplete",
                 indent: Some(indent),
             },
-            Completeness::Invalid => IsCompleteReply { status: "invalid", indent: None },
-            Completeness::Unknown => IsCompleteReply { status: "unknown", indent: None },
+            Completeness::Invalid => IsCompleteReply {
+                status: "invalid",
+                indent: None,
+            },
+            Completeness::Unknown => IsCompleteReply {
+                status: "unknown",
+                indent: None,
+            },
         };
         self.reply(request, content::to_value(&reply)).await;
     }
@@ -306,13 +334,19 @@ impl ShellSession {
     fn refuse_comm(&mut self, request: &Message) {
         match request.content_as::<CommOpen>() {
             Ok(open) => {
-                log::info!("shell: closing comm for unknown target {:?}", open.target_name);
+                log::info!(
+                    "shell: closing comm for unknown target {:?}",
+                    open.target_name
+                );
                 let close = CommClose {
                     comm_id: open.comm_id,
                     data: Map::new(),
                 };
-                self.publisher
-                    .publish("comm_close", content::to_value(&close), &request.raw_header);
+                self.publisher.publish(
+                    "comm_close",
+                    content::to_value(&close),
+                    &request.raw_header,
+                );
             }
             Err(error) => log::info!("shell: comm_open without comm_id: {error}"),
         }

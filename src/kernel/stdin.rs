@@ -65,7 +65,18 @@ async fn run(socket: RouterSocket, codec: Codec, mut calls: mpsc::UnboundedRecei
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
                     .to_owned();
-                match message.parent_msg_id().and_then(|id| waiting.remove(id)) {
+                // jupyter_client sends input_reply without a parent header; with
+                // one cell asking at a time, a reply without a known parent
+                // belongs to the only question outstanding.
+                let by_parent = message.parent_msg_id().and_then(|id| waiting.remove(id));
+                let waiter = by_parent.or_else(|| {
+                    if waiting.len() == 1 {
+                        waiting.drain().next().map(|(_, sender)| sender)
+                    } else {
+                        None
+                    }
+                });
+                match waiter {
                     Some(sender) => {
                         let _ = sender.send(value);
                     }

@@ -89,7 +89,9 @@ impl StreamBatcher {
 
     /// When held text must go out, if any is held.
     pub fn deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|pending| pending.since + self.window)
+        self.pending
+            .as_ref()
+            .map(|pending| pending.since + self.window)
     }
 
     /// Returns held text if its window has ended.
@@ -152,7 +154,11 @@ mod tests {
         let mut batcher = StreamBatcher::new(WINDOW, 1 << 20);
         let start = Instant::now();
         batcher.push(start, &json!({}), "stdout", "a");
-        assert!(batcher.push(start + Duration::from_millis(1), &json!({}), "stdout", "b").is_empty());
+        assert!(
+            batcher
+                .push(start + Duration::from_millis(1), &json!({}), "stdout", "b")
+                .is_empty()
+        );
         assert!(batcher.poll(start + Duration::from_millis(20)).is_none());
         let chunk = batcher.poll(start + Duration::from_millis(60)).unwrap();
         assert_eq!(chunk.text, "b");

@@ -2,7 +2,7 @@
 //! CPU and memory of the kernel process and its children, and of the host.
 
 use serde_json::{Value, json};
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{Pid, ProcessRefreshKind, System};
 
 pub struct UsageProbe {
     system: System,
@@ -23,15 +23,17 @@ impl UsageProbe {
 
     /// The reply content; CPU percentages are since the previous call.
     pub fn sample(&mut self) -> Value {
-        let me = Pid::from_u32(std::process::id());
-        self.system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
+        let me = std::process::id();
+        let mut family = crate::process_tree::descendants(
+            &mut self.system,
+            me,
+            None,
             ProcessRefreshKind::nothing().with_cpu().with_memory(),
         );
+        family.push(me);
+        let family: Vec<Pid> = family.into_iter().map(Pid::from_u32).collect();
         self.system.refresh_memory();
         self.system.refresh_cpu_usage();
-        let family = descendants_and_self(&self.system, me);
         let (cpu, memory) = family.iter().fold((0.0f32, 0u64), |(cpu, memory), pid| {
             match self.system.process(*pid) {
                 Some(process) => (cpu + process.cpu_usage(), memory + process.memory()),
@@ -41,7 +43,11 @@ impl UsageProbe {
         let total = self.system.total_memory();
         let available = self.system.available_memory();
         let used = total.saturating_sub(available);
-        let percent = if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
+        let percent = if total == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / total as f64
+        };
         json!({
             "hostname": System::host_name().unwrap_or_default(),
             "pid": std::process::id(),
@@ -59,21 +65,4 @@ impl UsageProbe {
             },
         })
     }
-}
-
-fn descendants_and_self(system: &System, root: Pid) -> Vec<Pid> {
-    let mut family = vec![root];
-    let mut index = 0;
-    while index < family.len() {
-        let parent = family[index];
-        family.extend(
-            system
-                .processes()
-                .iter()
-                .filter(|(_, process)| process.parent() == Some(parent))
-                .map(|(pid, _)| *pid),
-        );
-        index += 1;
-    }
-    family
 }

@@ -131,7 +131,14 @@ impl fmt::Debug for ConnectionInfo {
             .field("stdin_port", &self.stdin_port)
             .field("control_port", &self.control_port)
             .field("hb_port", &self.hb_port)
-            .field("key", &if self.key.is_empty() { "" } else { "<redacted>" })
+            .field(
+                "key",
+                &if self.key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("signature_scheme", &self.signature_scheme)
             .finish()
     }

@@ -187,7 +187,10 @@ mod tests {
     fn missing_and_malformed_signatures_are_refused() {
         let signer = Signer::new("secret");
         assert_eq!(signer.verify(b"", &PARTS), Err(SignatureError::Missing));
-        assert_eq!(signer.verify(b"abc", &PARTS), Err(SignatureError::Malformed));
+        assert_eq!(
+            signer.verify(b"abc", &PARTS),
+            Err(SignatureError::Malformed)
+        );
         let not_hex = "z".repeat(64);
         assert_eq!(
             signer.verify(not_hex.as_bytes(), &PARTS),
@@ -219,6 +222,9 @@ mod tests {
 
     #[test]
     fn debug_does_not_show_key() {
-        assert_eq!(format!("{:?}", Signer::new("hunter2")), "Signer(hmac-sha256)");
+        assert_eq!(
+            format!("{:?}", Signer::new("hunter2")),
+            "Signer(hmac-sha256)"
+        );
     }
 }

@@ -160,7 +160,8 @@ impl Codec {
 
 impl Header {
     fn deserialize_lenient(value: &Value) -> Result<Header, DecodeError> {
-        serde_json::from_value(value.clone()).map_err(|error| DecodeError::BadHeader(error.to_string()))
+        serde_json::from_value(value.clone())
+            .map_err(|error| DecodeError::BadHeader(error.to_string()))
     }
 }
 
@@ -233,7 +234,11 @@ mod tests {
             Err(DecodeError::NoDelimiter)
         ));
         assert!(matches!(
-            codec.decode(vec![Bytes::from_static(DELIMITER), Bytes::new(), Bytes::new()]),
+            codec.decode(vec![
+                Bytes::from_static(DELIMITER),
+                Bytes::new(),
+                Bytes::new()
+            ]),
             Err(DecodeError::TooFewFrames(2))
         ));
     }
@@ -242,7 +247,10 @@ mod tests {
     fn wrong_key_is_refused_before_parsing() {
         let frames = request(&Codec::new("client-key"), "1");
         let error = Codec::new("kernel-key").decode(frames).unwrap_err();
-        assert!(matches!(error, DecodeError::Signature(SignatureError::Mismatch)));
+        assert!(matches!(
+            error,
+            DecodeError::Signature(SignatureError::Mismatch)
+        ));
         assert!(!error.to_string().contains("kernel-key"));
     }
 

@@ -4,7 +4,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 /// A close-on-exec pipe: (read end, write end).
@@ -113,7 +117,13 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
         .collect();
     loop {
         // SAFETY: `entries` is a valid array of pollfd of the given length.
-        let rc = unsafe { libc::poll(entries.as_mut_ptr(), entries.len() as libc::nfds_t, timeout_ms) };
+        let rc = unsafe {
+            libc::poll(
+                entries.as_mut_ptr(),
+                entries.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
         if rc >= 0 {
             break;
         }
@@ -124,6 +134,8 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     }
     Ok(entries
         .iter()
-        .map(|entry| entry.fd >= 0 && entry.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .map(|entry| {
+            entry.fd >= 0 && entry.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        })
         .collect())
 }

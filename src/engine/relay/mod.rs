@@ -39,6 +39,35 @@ const EXECUTION_COMPLETE: &[u8] = b"EVCXR_EXECUTION_COMPLETE\n";
 const TICK_FLUSH: &[u8] = b"t";
 const FINAL_FLUSH: &[u8] = b"f";
 
+/// Environment variable naming a file for a trace of the relay's decisions
+/// (for debugging ferrolab itself).
+pub const TRACE_ENV: &str = "FERROLAB_RELAY_TRACE";
+
+fn trace(what: std::fmt::Arguments) {
+    use std::io::Write;
+    static FILE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let path = std::env::var_os(TRACE_ENV)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
+        Some(std::sync::Mutex::new(file))
+    });
+    if let Some(file) = file
+        && let Ok(mut file) = file.lock()
+    {
+        let _ = writeln!(
+            file,
+            "[{} {:?}] {what}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        );
+    }
+}
+
 /// Call first thing in `main`. In evcxr's runtime child started by ferrolab,
 /// sets up the relay and returns (evcxr's `runtime_hook` then takes over).
 pub fn enter_if_child() {
@@ -73,8 +102,11 @@ struct Relay {
     stdout_parser: OutputParser,
     stderr_parser: OutputParser,
     in_run: bool,
-    at_command_line_start: bool,
+    /// The command line being forwarded (evcxr may write it in pieces).
+    command_line: Vec<u8>,
     input_pending: bool,
+    /// Consecutive ticks that saw a thread blocked reading fd 0.
+    stdin_wait_ticks: u8,
     flusher_seen: bool,
     held_since: Option<Instant>,
     last_tick: Instant,
@@ -83,7 +115,12 @@ struct Relay {
 impl Relay {
     fn install(link_path: &std::path::Path) -> std::io::Result<Relay> {
         let mut link = UnixStream::connect(link_path)?;
-        link_frame::write_json(&mut link, &Notice::Hello { pid: std::process::id() })?;
+        link_frame::write_json(
+            &mut link,
+            &Notice::Hello {
+                pid: std::process::id(),
+            },
+        )?;
 
         // Keep evcxr's pipes on private descriptors.
         let commands = fds::duplicate(0)?;
@@ -102,11 +139,7 @@ impl Relay {
         fds::replace_standard_fd(&stdout_write, 1)?;
         fds::replace_standard_fd(&stderr_write, 2)?;
         // The user-land flusher keeps these two ends for the life of the process.
-        let flush_fds = format!(
-            "{},{}",
-            leak(flush_request_read),
-            leak(flush_ack_write)
-        );
+        let flush_fds = format!("{},{}", leak(flush_request_read), leak(flush_ack_write));
         // SAFETY: called from `main` before any thread of this process starts.
         unsafe { std::env::set_var(FLUSH_FDS_ENV, flush_fds) };
         Ok(Relay {
@@ -121,8 +154,9 @@ impl Relay {
             stdout_parser: OutputParser::new(true),
             stderr_parser: OutputParser::new(false),
             in_run: false,
-            at_command_line_start: true,
+            command_line: Vec::new(),
             input_pending: false,
+            stdin_wait_ticks: 0,
             flusher_seen: false,
             held_since: None,
             last_tick: Instant::now(),
@@ -176,14 +210,33 @@ impl Relay {
             Ok(None) => return true,
         };
         let bytes = &buffer[..n];
-        if self.in_run {
-            self.input_pending = false;
-        } else if self.at_command_line_start && bytes.starts_with(b"LOAD_AND_RUN ") {
-            self.in_run = true;
-            self.notify(&Notice::RunStarted);
+        trace(format_args!(
+            "command bytes (in_run={}): {:?}",
+            self.in_run,
+            String::from_utf8_lossy(bytes)
+        ));
+        if fds::write_all(&self.to_runtime, bytes).is_err() {
+            return false;
         }
-        self.at_command_line_start = bytes.last() == Some(&b'\n');
-        fds::write_all(&self.to_runtime, bytes).is_ok()
+        if self.in_run {
+            // An answer to an input request.
+            self.input_pending = false;
+            return true;
+        }
+        // A run starts once the whole `LOAD_AND_RUN` line reached the runtime.
+        for &byte in bytes {
+            if byte == b'\n' {
+                if self.command_line.starts_with(b"LOAD_AND_RUN ") {
+                    self.in_run = true;
+                    self.stdin_wait_ticks = 0;
+                    self.notify(&Notice::RunStarted);
+                }
+                self.command_line.clear();
+            } else {
+                self.command_line.push(byte);
+            }
+        }
+        true
     }
 
     fn drain_stdout(&mut self, buffer: &mut [u8]) {
@@ -215,6 +268,10 @@ impl Relay {
             match event {
                 Event::User(bytes) => self.send_output(from_stderr, &bytes),
                 Event::ParentLine(line) => {
+                    trace(format_args!(
+                        "parent line: {:?}",
+                        String::from_utf8_lossy(&line)
+                    ));
                     if line == EXECUTION_COMPLETE {
                         self.finish_run(buffer_size);
                     } else if line.starts_with(evcxr_input_marker()) {
@@ -229,7 +286,8 @@ impl Relay {
 
     fn handle_envelope(&mut self, kind: &str, payload: &[u8]) {
         let notice = match kind {
-            "display" | "update_display" => match serde_json::from_slice::<DisplayPayload>(payload) {
+            "display" | "update_display" => match serde_json::from_slice::<DisplayPayload>(payload)
+            {
                 Ok(display) => Notice::Display {
                     data: display.data,
                     metadata: display.metadata,
@@ -242,7 +300,9 @@ impl Relay {
                     return;
                 }
             },
-            "clear" => Notice::ClearOutput { wait: payload == b"wait" },
+            "clear" => Notice::ClearOutput {
+                wait: payload == b"wait",
+            },
             "panic" => {
                 let text = String::from_utf8_lossy(payload);
                 let (thread, message) = text.split_once('\n').unwrap_or(("main", &text));
@@ -272,6 +332,7 @@ impl Relay {
         self.in_run = false;
         self.input_pending = false;
         self.notify(&Notice::RunFinished);
+        trace(format_args!("run finished"));
     }
 
     fn request_flush_and_wait(&mut self, buffer: &mut [u8]) {
@@ -282,7 +343,9 @@ impl Relay {
         let deadline = Instant::now() + Duration::from_millis(200);
         while Instant::now() < deadline {
             let watched = [self.flush_ack.as_raw_fd(), self.stdout.as_raw_fd()];
-            let Ok(ready) = fds::poll_readable(&watched, 20) else { return };
+            let Ok(ready) = fds::poll_readable(&watched, 20) else {
+                return;
+            };
             if ready[1] {
                 // Keep the pipe moving so the flusher never blocks writing.
                 self.drain_stdout_after_flush(buffer);
@@ -379,14 +442,23 @@ impl Relay {
                 // without a newline shows within one tick.
                 fds::try_write(&self.flush_request, TICK_FLUSH);
             }
-            if !self.input_pending
+            let waiting = !self.input_pending
                 && fds::pending_bytes(0) == 0
-                && stdin_watch::thread_blocked_reading_stdin()
-            {
+                && stdin_watch::thread_blocked_reading_stdin();
+            self.stdin_wait_ticks = if waiting {
+                self.stdin_wait_ticks.saturating_add(1)
+            } else {
+                0
+            };
+            // Two ticks in a row: a thread that merely passes through read(0)
+            // is never mistaken for one waiting for the user.
+            if self.stdin_wait_ticks >= 2 {
                 // The runtime prints its marker before it reads fd 0 again, so
                 // drain first: if the run just ended this is its idle read.
                 self.drain_stdout(buffer);
                 if self.in_run {
+                    self.stdin_wait_ticks = 0;
+                    trace(format_args!("stdin read detected: asking for input"));
                     self.input_pending = true;
                     let _ = fds::write_all(&self.to_parent, b"EVCXR_INPUT_REQUEST:\n");
                 }

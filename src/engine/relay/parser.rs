@@ -27,7 +27,10 @@ pub enum Event {
     User(Vec<u8>),
     /// A whole line for the evcxr parent, newline included.
     ParentLine(Vec<u8>),
-    Envelope { kind: String, payload: Vec<u8> },
+    Envelope {
+        kind: String,
+        payload: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -147,23 +150,21 @@ impl OutputParser {
                     0
                 }
             }
-            State::ParentLine(mut line) => {
-                match input.iter().position(|&b| b == b'\n') {
-                    Some(end) => {
-                        line.extend_from_slice(&input[..=end]);
-                        self.flush_user(events);
-                        self.finish_parent_line(&line);
-                        events.push(Event::ParentLine(line));
-                        self.state = State::Text;
-                        end + 1
-                    }
-                    None => {
-                        line.extend_from_slice(input);
-                        self.state = State::ParentLine(line);
-                        input.len()
-                    }
+            State::ParentLine(mut line) => match input.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    line.extend_from_slice(&input[..=end]);
+                    self.flush_user(events);
+                    self.finish_parent_line(&line);
+                    events.push(Event::ParentLine(line));
+                    self.state = State::Text;
+                    end + 1
                 }
-            }
+                None => {
+                    line.extend_from_slice(input);
+                    self.state = State::ParentLine(line);
+                    input.len()
+                }
+            },
             State::MaybeEnvelope(mut held) => {
                 let byte = input[0];
                 if ENVELOPE_PREFIX.get(held.len()) == Some(&byte) {
@@ -326,23 +327,39 @@ mod tests {
     fn evcxr_lines_go_to_the_parent_in_order() {
         let mut parser = OutputParser::new(true);
         let events = run(&mut parser, &[b"a\nEVCXR_EXECUTION_COMPLETE\nb\n"]);
-        assert_eq!(events, vec![user("a\n"), parent("EVCXR_EXECUTION_COMPLETE\n"), user("b\n")]);
+        assert_eq!(
+            events,
+            vec![
+                user("a\n"),
+                parent("EVCXR_EXECUTION_COMPLETE\n"),
+                user("b\n")
+            ]
+        );
     }
 
     #[test]
     fn marker_split_across_reads() {
         let mut parser = OutputParser::new(true);
         let events = run(&mut parser, &[b"x\nEVC", b"XR_EXECUTION", b"_COMPLETE\n"]);
-        assert_eq!(events, vec![user("x\n"), parent("EVCXR_EXECUTION_COMPLETE\n")]);
+        assert_eq!(
+            events,
+            vec![user("x\n"), parent("EVCXR_EXECUTION_COMPLETE\n")]
+        );
     }
 
     #[test]
     fn marker_after_a_flushed_partial_line_is_still_found() {
         let mut parser = OutputParser::new(true);
         let events = run(&mut parser, &[b"\r42%", b"EVCXR_EXECUTION_COMPLETE\n"]);
-        assert_eq!(events, vec![user("\r42%"), parent("EVCXR_EXECUTION_COMPLETE\n")]);
+        assert_eq!(
+            events,
+            vec![user("\r42%"), parent("EVCXR_EXECUTION_COMPLETE\n")]
+        );
         let together = run(&mut parser, &[b"partialEVCXR_EXECUTION_COMPLETE\n"]);
-        assert_eq!(together, vec![user("partial"), parent("EVCXR_EXECUTION_COMPLETE\n")]);
+        assert_eq!(
+            together,
+            vec![user("partial"), parent("EVCXR_EXECUTION_COMPLETE\n")]
+        );
     }
 
     #[test]
@@ -356,12 +373,17 @@ mod tests {
     fn envelope_then_content_block() {
         let mut parser = OutputParser::new(true);
         let mut input = envelope("display", b"{}");
-        input.extend_from_slice(b"EVCXR_BEGIN_CONTENT text/plain\n()\nEVCXR_END_CONTENT\nEVCXR_EXECUTION_COMPLETE\n");
+        input.extend_from_slice(
+            b"EVCXR_BEGIN_CONTENT text/plain\n()\nEVCXR_END_CONTENT\nEVCXR_EXECUTION_COMPLETE\n",
+        );
         let events = run(&mut parser, &[&input]);
         assert_eq!(
             events,
             vec![
-                Event::Envelope { kind: "display".into(), payload: b"{}".to_vec() },
+                Event::Envelope {
+                    kind: "display".into(),
+                    payload: b"{}".to_vec()
+                },
                 parent("EVCXR_BEGIN_CONTENT text/plain\n"),
                 parent("()\n"),
                 parent("EVCXR_END_CONTENT\n"),
@@ -373,7 +395,8 @@ mod tests {
     #[test]
     fn content_blocks_go_to_the_parent_whole() {
         let mut parser = OutputParser::new(true);
-        let block = b"EVCXR_BEGIN_CONTENT text/html\n<b>hi</b>\nplain line\nEVCXR_END_CONTENT\nafter\n";
+        let block =
+            b"EVCXR_BEGIN_CONTENT text/html\n<b>hi</b>\nplain line\nEVCXR_END_CONTENT\nafter\n";
         let events = run(&mut parser, &[block]);
         assert_eq!(
             events,

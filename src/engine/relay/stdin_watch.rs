@@ -39,8 +39,14 @@ mod tests {
 
     #[test]
     fn parses_syscall_lines() {
-        let read0 = format!("{} 0x0 0x7ffd5c3e8a40 0x2000 0x0 0x0 0x0 0x7ffd 0x7f", libc::SYS_read);
-        let read3 = format!("{} 0x3 0x7ffd5c3e8a40 0x2000 0x0 0x0 0x0 0x7ffd 0x7f", libc::SYS_read);
+        let read0 = format!(
+            "{} 0x0 0x7ffd5c3e8a40 0x2000 0x0 0x0 0x0 0x7ffd 0x7f",
+            libc::SYS_read
+        );
+        let read3 = format!(
+            "{} 0x3 0x7ffd5c3e8a40 0x2000 0x0 0x0 0x0 0x7ffd 0x7f",
+            libc::SYS_read
+        );
         assert!(is_stdin_read(&read0));
         assert!(!is_stdin_read(&read3));
         assert!(!is_stdin_read("running"));

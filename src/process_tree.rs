@@ -1,0 +1,89 @@
+//! Processes descended from this one (cargo, rustc, the evcxr runtime and what
+//! it started), from the OS process table.
+//!
+//! Threads are excluded: on Linux the table lists each thread as a child of
+//! its process, and signalling a thread id signals the whole process.
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+/// Refreshes `system` and returns the descendants of `root` (not `root`
+/// itself), never descending into `spared` or its children.
+pub fn descendants(
+    system: &mut System,
+    root: u32,
+    spared: Option<u32>,
+    kind: ProcessRefreshKind,
+) -> Vec<u32> {
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    let spared = spared.map(Pid::from_u32);
+    let mut family = vec![Pid::from_u32(root)];
+    let mut index = 0;
+    while index < family.len() {
+        let parent = family[index];
+        for (pid, process) in system.processes() {
+            if process.parent() == Some(parent)
+                && process.thread_kind().is_none()
+                && Some(*pid) != spared
+                && !family.contains(pid)
+            {
+                family.push(*pid);
+            }
+        }
+        index += 1;
+    }
+    family.into_iter().skip(1).map(|pid| pid.as_u32()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_child_processes_but_not_threads() {
+        let _thread = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(2)));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut system = System::new();
+        let found = descendants(
+            &mut system,
+            std::process::id(),
+            None,
+            ProcessRefreshKind::nothing(),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        // No entry is a thread of this test process.
+        let me = std::process::id();
+        let tasks: Vec<u32> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+            .filter(|tid| *tid != me)
+            .collect();
+        assert!(
+            found.iter().all(|pid| !tasks.contains(pid)),
+            "{found:?} vs threads {tasks:?}"
+        );
+    }
+
+    #[test]
+    fn spared_subtrees_are_left_out() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut system = System::new();
+        let found = descendants(
+            &mut system,
+            std::process::id(),
+            Some(child.id()),
+            ProcessRefreshKind::nothing(),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!found.contains(&child.id()));
+    }
+}

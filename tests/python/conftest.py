@@ -1,0 +1,115 @@
+"""Shared helpers for ferrolab's Python tests: real kernels through jupyter_client.
+
+`./kernel test` installs the kernelspec under a private JUPYTER_PATH and points
+FERROLAB_HISTORY_FILE at a scratch file before pytest starts, so these tests never
+touch the user's own Jupyter setup.
+"""
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+
+import jupyter_client
+import pytest
+
+KERNEL_NAME = os.environ.get("FERROLAB_TEST_KERNEL", "ferrolab")
+# Generous: the first cell of a kernel compiles evcxr's crate and dependencies.
+TIMEOUT = 180
+
+
+@dataclass
+class Outcome:
+    """What one execute_request produced."""
+
+    reply: dict
+    outputs: list = field(default_factory=list)  # (msg_type, content) in order
+    inputs: list = field(default_factory=list)  # input_request contents answered
+
+    @property
+    def status(self):
+        return self.reply["content"]["status"]
+
+    @property
+    def content(self):
+        return self.reply["content"]
+
+    def of_type(self, msg_type):
+        return [content for kind, content in self.outputs if kind == msg_type]
+
+    def stream_text(self, name="stdout"):
+        return "".join(c["text"] for c in self.of_type("stream") if c["name"] == name)
+
+    def result_text(self):
+        results = self.of_type("execute_result")
+        return results[-1]["data"]["text/plain"] if results else None
+
+    def error(self):
+        errors = self.of_type("error")
+        return errors[0] if errors else None
+
+
+class Kernel:
+    """A running ferrolab kernel and a blocking client."""
+
+    def __init__(self, **manager_kwargs):
+        env = manager_kwargs.pop("env", None)
+        self.manager = jupyter_client.KernelManager(kernel_name=KERNEL_NAME, **manager_kwargs)
+        start = time.monotonic()
+        if env is not None:
+            self.manager.start_kernel(env={**os.environ, **env})
+        else:
+            self.manager.start_kernel()
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.ready_seconds = time.monotonic() - start
+
+    def execute(self, code, timeout=TIMEOUT, allow_stdin=False, answers=None, **kwargs):
+        """Runs a cell; answers input_requests from `answers` (a list)."""
+        client = self.client
+        msg_id = client.execute(code, allow_stdin=allow_stdin, **kwargs)
+        outcome = Outcome(reply=None)
+        deadline = time.monotonic() + timeout
+        idle = False
+        while not (idle and outcome.reply is not None):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply/idle for {code!r} within {timeout}s")
+            if answers is not None:
+                try:
+                    request = client.get_stdin_msg(timeout=0.01)
+                    outcome.inputs.append(request["content"])
+                    client.input(answers.pop(0))
+                except queue.Empty:
+                    pass
+            if outcome.reply is None:
+                try:
+                    reply = client.get_shell_msg(timeout=0.01)
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        outcome.reply = reply
+                except queue.Empty:
+                    pass
+            try:
+                message = client.get_iopub_msg(timeout=0.05)
+            except queue.Empty:
+                continue
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = message["msg_type"]
+            if kind == "status":
+                idle = message["content"]["execution_state"] == "idle"
+            elif kind != "execute_input":
+                outcome.outputs.append((kind, message["content"]))
+        return outcome
+
+    def shutdown(self):
+        self.client.stop_channels()
+        if self.manager.has_kernel:
+            self.manager.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    running = Kernel()
+    yield running
+    running.shutdown()

@@ -1,0 +1,349 @@
+"""Behaviour of the kernel core through jupyter_client: what a finished kernel does
+when cells fail, are interrupted, read stdin, flood output, or the kernel restarts.
+
+One kernel serves the whole module (the slow part of a cell is evcxr's compile);
+tests that damage the runtime come last and check that the kernel recovers.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+from jupyter_client.session import Session
+
+from conftest import Kernel, TIMEOUT
+
+
+def test_state_and_display_across_cells(kernel):
+    assert kernel.execute("let base = 40;").status == "ok"
+    outcome = kernel.execute("base + 2")
+    assert outcome.status == "ok"
+    assert outcome.result_text() == "42"
+    assert outcome.content["execution_count"] == outcome.of_type("execute_result")[0]["execution_count"]
+
+
+def test_trailing_println_shows_output_but_no_unit_result(kernel):
+    outcome = kernel.execute('println!("only output")')
+    assert outcome.stream_text() == "only output\n"
+    assert outcome.of_type("execute_result") == []
+
+
+def test_compile_error_is_one_error_pointing_at_the_user_line(kernel):
+    kernel.execute("let kept = 3;")
+    outcome = kernel.execute("let a = 1;\nkept + not_defined")
+    assert outcome.status == "error"
+    assert [kind for kind, _ in outcome.outputs] == ["error"]
+    error = outcome.error()
+    assert error["ename"] == "CompileError"
+    assert "E0425" in error["evalue"] and "not_defined" in error["evalue"]
+    traceback = "\n".join(error["traceback"])
+    assert "cell:2:8" in traceback
+    assert "kept + not_defined" in traceback
+    assert "evcxr" not in traceback.lower()
+    # Earlier variables survive a failed compile.
+    assert kernel.execute("kept").result_text() == "3"
+
+
+def test_panic_is_an_error_and_earlier_variables_survive(kernel):
+    kernel.execute("let survivor = 7;")
+    outcome = kernel.execute('let doomed_in_cell = 1; panic!("boom {}", 1 + 1)')
+    assert outcome.status == "error"
+    error = outcome.error()
+    assert error["ename"] == "panic"
+    assert error["evalue"] == "boom 2"
+    assert kernel.execute("survivor").result_text() == "7"
+
+
+def test_queued_executes_are_aborted_after_an_error(kernel):
+    client = kernel.client
+    failing = client.execute("no_such_name_here")
+    queued = [client.execute("1 + 1"), client.execute("2 + 2")]
+    replies = {}
+    deadline = time.monotonic() + TIMEOUT
+    while len(replies) < 3 and time.monotonic() < deadline:
+        reply = client.get_shell_msg(timeout=TIMEOUT)
+        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    assert replies[failing]["status"] == "error"
+    assert [replies[msg_id]["status"] for msg_id in queued] == ["aborted", "aborted"]
+    # Aborting stops with the queue: the next request runs normally.
+    assert kernel.execute("3 + 3").result_text() == "6"
+
+
+def test_stop_on_error_false_does_not_abort(kernel):
+    client = kernel.client
+    failing = client.execute("still_not_defined", stop_on_error=False)
+    after = client.execute("5 + 5")
+    replies = {}
+    while len(replies) < 2:
+        reply = client.get_shell_msg(timeout=TIMEOUT)
+        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    assert replies[failing]["status"] == "error"
+    assert replies[after]["status"] == "ok"
+
+
+def test_partial_line_arrives_while_the_cell_still_runs(kernel):
+    client = kernel.client
+    msg_id = client.execute(
+        'print!("progress 50%"); std::thread::sleep(std::time::Duration::from_secs(3)); println!(" done");'
+    )
+    deadline = time.monotonic() + TIMEOUT
+    seen_partial = False
+    while time.monotonic() < deadline:
+        message = client.get_iopub_msg(timeout=TIMEOUT)
+        if message["parent_header"].get("msg_id") != msg_id or message["msg_type"] != "stream":
+            continue
+        if message["content"]["text"] == "progress 50%":
+            seen_partial = True
+            # The cell sleeps 3 s after printing, so no reply can exist yet.
+            assert not client.shell_channel.msg_ready()
+            break
+    assert seen_partial
+    reply = client.get_shell_msg(timeout=TIMEOUT)
+    assert reply["content"]["status"] == "ok"
+
+
+def test_two_thousand_lines_are_batched_and_complete(kernel):
+    outcome = kernel.execute('for i in 0..2000 { println!("line {i}"); }')
+    streams = outcome.of_type("stream")
+    text = "".join(s["text"] for s in streams)
+    assert text.splitlines() == [f"line {i}" for i in range(2000)]
+    assert len(streams) <= 20, f"{len(streams)} stream messages for 2000 lines"
+
+
+def test_stdout_and_stderr_keep_their_streams(kernel):
+    outcome = kernel.execute('println!("to out"); eprintln!("to err"); 1')
+    assert outcome.stream_text("stdout") == "to out\n"
+    assert outcome.stream_text("stderr") == "to err\n"
+    assert outcome.result_text() == "1"
+
+
+def test_plain_stdin_read_gets_the_users_line(kernel):
+    code = (
+        "let mut line = String::new();\n"
+        'print!("Name: ");\n'
+        "std::io::stdin().read_line(&mut line).unwrap();\n"
+        "line.trim().to_uppercase()"
+    )
+    outcome = kernel.execute(code, allow_stdin=True, answers=["ferris"])
+    assert outcome.status == "ok", outcome.outputs
+    assert len(outcome.inputs) == 1
+    assert outcome.result_text() == '"FERRIS"'
+
+
+def test_password_input_through_evcxr_input_protocol(kernel):
+    code = (
+        'println!("EVCXR_INPUT_REQUEST_PASSWORD:Token: ");\n'
+        "let mut token = String::new();\n"
+        "std::io::stdin().read_line(&mut token).unwrap();\n"
+        "token.trim().len()"
+    )
+    outcome = kernel.execute(code, allow_stdin=True, answers=["s3cret"])
+    assert outcome.inputs and outcome.inputs[0]["password"] is True
+    assert outcome.inputs[0]["prompt"] == "Token"
+    assert outcome.result_text() == "6"
+
+
+def test_stdin_read_without_frontend_input_does_not_hang(kernel):
+    code = "let mut line = String::new();\nstd::io::stdin().read_line(&mut line).unwrap();\nline.len()"
+    outcome = kernel.execute(code, allow_stdin=False, timeout=60)
+    assert outcome.status == "ok"
+    assert "allow_stdin" in outcome.stream_text("stderr")
+
+
+def test_rich_display_during_the_cell(kernel):
+    outcome = kernel.execute(
+        'ferrolab::display_with_id("progress", "text/plain", "0%");\n'
+        'ferrolab::update_display("progress", "text/plain", "100%");\n'
+        'ferrolab::display_markdown("**done**");'
+    )
+    kinds = [kind for kind, _ in outcome.outputs]
+    assert kinds == ["display_data", "update_display_data", "display_data"]
+    assert outcome.outputs[1][1]["transient"]["display_id"] == "progress"
+    assert outcome.outputs[2][1]["data"]["text/markdown"] == "**done**"
+
+
+def test_trailing_value_with_custom_html_display(kernel):
+    code = (
+        "struct Table(Vec<(&'static str, f64)>);\n"
+        "impl Table {\n"
+        "    fn evcxr_display(&self) {\n"
+        '        let rows: String = self.0.iter().map(|(k, v)| format!("<tr><td>{k}</td><td>{v}</td></tr>")).collect();\n'
+        '        println!("EVCXR_BEGIN_CONTENT text/html\\n<table>{rows}</table>\\nEVCXR_END_CONTENT");\n'
+        "    }\n"
+        "}\n"
+        'Table(vec![("loss", 0.25)])'
+    )
+    outcome = kernel.execute(code)
+    assert outcome.status == "ok", outcome.outputs
+    data = outcome.of_type("execute_result")[0]["data"]
+    assert data["text/html"] == "<table><tr><td>loss</td><td>0.25</td></tr></table>"
+
+
+def test_evcxr_commands_work(kernel):
+    kernel.execute("let listed_variable: u8 = 5;")
+    outcome = kernel.execute(":vars")
+    assert outcome.status == "ok"
+    assert "listed_variable" in outcome.result_text()
+    assert "u8" in outcome.result_text()
+
+
+def test_dep_build_streams_progress(kernel):
+    outcome = kernel.execute(':dep itoa = "1"\nlet mut buffer = itoa::Buffer::new();\nbuffer.format(2026).to_string()')
+    assert outcome.status == "ok", outcome.outputs
+    assert "Compiling itoa" in outcome.stream_text("stderr")
+    assert outcome.result_text() == '"2026"'
+
+
+def test_completion_and_inspect_count_code_points(kernel):
+    kernel.execute("let café_total = 1;")
+    code = 'let s = "é✓"; café_to'
+    reply = kernel.client.complete(code, cursor_pos=len(code), reply=True, timeout=TIMEOUT)["content"]
+    assert "café_total" in reply["matches"]
+    assert reply["cursor_end"] == len(code)
+    assert code[reply["cursor_start"]:reply["cursor_end"]] == "café_to"
+    inspect = kernel.client.inspect("String::new", cursor_pos=11, reply=True, timeout=TIMEOUT)["content"]
+    assert inspect["found"] is True
+    assert "String" in inspect["data"]["text/plain"]
+
+
+def test_help_query_pages_documentation(kernel):
+    outcome = kernel.execute("std::fs::read_to_string?")
+    payload = outcome.content["payload"]
+    assert len(payload) == 1 and payload[0]["source"] == "page"
+    assert "Reads the entire contents of a file" in payload[0]["data"]["text/plain"]
+
+
+def test_forged_execute_is_dropped_and_logged_without_the_key(tmp_path):
+    log_file = tmp_path / "kernel.log"
+    marker = tmp_path / "forged-ran"
+    running = Kernel(env={"FERROLAB_LOG_FILE": str(log_file), "FERROLAB_LOG": "info"})
+    try:
+        key = running.manager.session.key
+        forger = Session(key=b"not-the-key", username="mallory")
+        code = f'std::fs::write("{marker}", "x").unwrap();'
+        forger.send(running.client.shell_channel.socket, "execute_request",
+                    content={"code": code, "silent": False, "store_history": True,
+                             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+        # The kernel keeps serving: a signed request after the forged one runs.
+        assert running.execute("40 + 2").result_text() == "42"
+        assert not marker.exists()
+        log = log_file.read_text()
+        assert "dropped a message" in log and "signature does not match" in log
+        assert key.decode() not in log
+    finally:
+        running.shutdown()
+
+
+def test_ipc_transport():
+    running = Kernel(transport="ipc")
+    try:
+        assert running.manager.transport == "ipc"
+        assert running.execute("21 * 2").result_text() == "42"
+    finally:
+        running.shutdown()
+
+
+def test_comm_open_for_unknown_target_is_closed(kernel):
+    client = kernel.client
+    message = client.session.msg("comm_open", {"comm_id": "c-123", "target_name": "nobody", "data": {}})
+    client.shell_channel.send(message)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reply = client.get_iopub_msg(timeout=30)
+        if reply["msg_type"] == "comm_close":
+            assert reply["content"]["comm_id"] == "c-123"
+            return
+    pytest.fail("no comm_close for an unknown comm target")
+
+
+def test_control_channel_kernel_info_and_usage(kernel):
+    client = kernel.client
+    for msg_type in ("kernel_info_request", "usage_request"):
+        message = client.session.msg(msg_type, {})
+        client.control_channel.send(message)
+        reply = client.get_control_msg(timeout=30)
+        assert reply["parent_header"]["msg_id"] == message["header"]["msg_id"]
+        if msg_type == "kernel_info_request":
+            assert reply["content"]["implementation"] == "ferrolab"
+            assert reply["content"]["language_info"]["name"] == "rust"
+        else:
+            assert reply["content"]["pid"] == kernel.manager.provisioner.process.pid
+            assert reply["content"]["kernel_memory"] > 0
+            assert reply["content"]["host_virtual_memory"]["total"] > 0
+
+
+def test_history_survives_a_restart(kernel):
+    kernel.execute("let history_marker_cell = 1;")
+    kernel.manager.restart_kernel()
+    kernel.client.wait_for_ready(timeout=60)
+    reply = kernel.client.history(hist_access_type="search", pattern="let history_marker_cell*",
+                                  reply=True, timeout=30)["content"]
+    assert reply["status"] == "ok"
+    assert any(entry[2] == "let history_marker_cell = 1;" for entry in reply["history"])
+    # And the restarted kernel runs cells.
+    assert kernel.execute("1 + 2").result_text() == "3"
+
+
+def test_sigint_interrupts_like_the_message_and_never_kills_the_kernel(kernel):
+    client = kernel.client
+    # While idle: nothing to stop, and the session is untouched. (The short pause
+    # only lets the asynchronous signal land before the next request.)
+    kernel.execute("let still_here = 9;")
+    os.kill(kernel.manager.provisioner.process.pid, signal.SIGINT)
+    time.sleep(1)
+    assert kernel.execute("still_here").result_text() == "9"
+    # While a cell runs: the signal interrupts it, as interrupt_request does.
+    msg_id = client.execute('println!("spinning"); loop { std::hint::spin_loop(); }')
+    while True:
+        message = client.get_iopub_msg(timeout=TIMEOUT)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            break
+    os.kill(kernel.manager.provisioner.process.pid, signal.SIGINT)
+    reply = client.get_shell_msg(timeout=60)
+    assert reply["content"]["ename"] == "Interrupted"
+    assert kernel.manager.is_alive()
+    assert kernel.execute("1 + 1").result_text() == "2"
+
+
+def test_interrupt_stops_an_endless_loop_and_names_lost_variables(kernel):
+    kernel.execute("let lost_on_interrupt = vec![1, 2, 3];")
+    client = kernel.client
+    msg_id = client.execute('println!("looping"); loop { std::hint::spin_loop(); }')
+    while True:
+        message = client.get_iopub_msg(timeout=TIMEOUT)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            break
+    started = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=60)
+    print(f"interrupt -> reply in {time.monotonic() - started:.2f}s")
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "Interrupted"
+    assert "lost_on_interrupt" in reply["content"]["evalue"]
+    # The next cell works, and display helpers are back in the new runtime.
+    assert kernel.execute("2 * 21").result_text() == "42"
+    assert kernel.execute('ferrolab::display_html("<i>back</i>")').of_type("display_data")
+
+
+def test_runtime_crash_names_lost_variables_and_recovers(kernel):
+    kernel.execute("let lost_on_abort = 1u64;")
+    outcome = kernel.execute("std::process::abort()")
+    assert outcome.status == "error"
+    error = outcome.error()
+    assert error["ename"] == "RuntimeCrashed"
+    assert "lost_on_abort" in error["evalue"]
+    assert "SIGABRT" in error["evalue"]
+    assert kernel.execute("10 + 1").result_text() == "11"
+
+
+def test_shutdown_ends_the_kernel_process():
+    running = Kernel()
+    running.execute("1")
+    process = running.manager.provisioner.process
+    started = time.monotonic()
+    running.client.shutdown()
+    process.wait(timeout=30)
+    print(f"shutdown -> exit in {time.monotonic() - started:.2f}s")
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
