@@ -2,7 +2,8 @@
 //!
 //! It defines the `ferrolab` module users call for rich output
 //! (`ferrolab::display_html(..)`, `ferrolab::display("image/svg+xml", ..)`,
-//! `ferrolab::update_display(..)`, `ferrolab::clear_output()`), and a setup call
+//! `ferrolab::update_display(..)`, `ferrolab::clear_output()`) and input
+//! (`ferrolab::input(..)`, `ferrolab::password(..)`), and a setup call
 //! that runs once per runtime process: a panic hook that reports the panic
 //! message to the kernel, and a small thread that flushes Rust's line-buffered
 //! stdout when the relay asks, so `print!` without a newline shows promptly.
@@ -75,6 +76,25 @@ mod ferrolab {
 
     pub fn display_svg(svg: &str) {
         display("image/svg+xml", svg);
+    }
+
+    fn ask(marker: &str, prompt: &str) -> String {
+        // evcxr's input protocol: the prompt ends at the first ':'.
+        let prompt = prompt.trim_end().trim_end_matches(':').replace(':', " ");
+        println!("{marker}:{prompt}");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        line.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    /// Asks the notebook for a line of text (an input box under the cell).
+    pub fn input(prompt: &str) -> String {
+        ask("EVCXR_INPUT_REQUEST", prompt)
+    }
+
+    /// Like `input`, but the frontend hides what is typed (for keys and tokens).
+    pub fn password(prompt: &str) -> String {
+        ask("EVCXR_INPUT_REQUEST_PASSWORD", prompt)
     }
 
     /// Clears the cell's output (with `wait`, when the next output arrives).

@@ -131,17 +131,14 @@ def test_plain_stdin_read_gets_the_users_line(kernel):
     assert outcome.result_text() == '"FERRIS"'
 
 
-def test_password_input_through_evcxr_input_protocol(kernel):
-    code = (
-        'println!("EVCXR_INPUT_REQUEST_PASSWORD:Token: ");\n'
-        "let mut token = String::new();\n"
-        "std::io::stdin().read_line(&mut token).unwrap();\n"
-        "token.trim().len()"
-    )
-    outcome = kernel.execute(code, allow_stdin=True, answers=["s3cret"])
-    assert outcome.inputs and outcome.inputs[0]["password"] is True
-    assert outcome.inputs[0]["prompt"] == "Token"
-    assert outcome.result_text() == "6"
+def test_password_and_input_helpers(kernel):
+    code = 'let token = ferrolab::password("Kaggle key: ");\nlet user = ferrolab::input("user");\nformat!("{user}:{}", token.len())'
+    outcome = kernel.execute(code, allow_stdin=True, answers=["s3cret", "ferris"])
+    assert [request["password"] for request in outcome.inputs] == [True, False]
+    assert outcome.inputs[0]["prompt"] == "Kaggle key"
+    assert outcome.result_text() == '"ferris:6"'
+    # The secret never appears in the cell's output.
+    assert "s3cret" not in str(outcome.outputs)
 
 
 def test_stdin_read_without_frontend_input_does_not_hang(kernel):

@@ -1,0 +1,74 @@
+"""Every notebook in notebooks/ runs clean, headless, through `./kernel run`'s runner;
+a failing cell makes the run fail and is saved in the output notebook."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = ROOT / "tests" / "tools" / "run_notebook.py"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def run(notebook, output):
+    return subprocess.run(
+        [sys.executable, str(RUNNER), str(notebook), "-o", str(output), "--timeout", "600"],
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.name for n in NOTEBOOKS])
+def test_notebook_runs_clean(notebook, tmp_path):
+    output = tmp_path / notebook.name
+    result = run(notebook, output)
+    assert result.returncode == 0, result.stderr
+    executed = nbformat.read(output, as_version=4)
+    code_cells = [c for c in executed.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code_cells), "every code cell ran"
+    for cell in code_cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        expected = "raises-exception" in cell.metadata.get("tags", [])
+        assert bool(errors) == expected, (cell.source, errors)
+
+
+def test_tour_outputs(tmp_path):
+    output = tmp_path / "tour.ipynb"
+    assert run(ROOT / "notebooks" / "tour.ipynb", output).returncode == 0
+    cells = [c for c in nbformat.read(output, as_version=4).cells if c.cell_type == "code"]
+    text = json.dumps([c.outputs for c in cells])
+    assert "Hello from ferrolab!" in text
+    assert "resnet-v2: 5 epochs, best loss 0.200" in text
+    assert "<table><tr><th>epoch</th>" in text
+    assert "Compiling fastrand" in text
+    assert "expected at least 5 values, got 3" in text
+
+
+def test_a_failing_cell_fails_the_run_and_is_saved(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "ferrolab", "display_name": "Rust (ferrolab)", "language": "rust"}
+    notebook.cells = [
+        nbformat.v4.new_code_cell('println!("before");'),
+        nbformat.v4.new_code_cell("let broken: u8 = 300;"),
+        nbformat.v4.new_code_cell('println!("never runs");'),
+    ]
+    source = tmp_path / "failing.ipynb"
+    nbformat.write(notebook, source)
+    output = tmp_path / "out.ipynb"
+    result = run(source, output)
+    assert result.returncode == 1
+    assert "a cell failed" in result.stderr
+    cells = nbformat.read(output, as_version=4).cells
+    assert cells[0].outputs[0]["text"] == "before\n"
+    assert cells[1].outputs[0]["output_type"] == "error"
+    assert cells[2].execution_count is None
+
+
+def test_missing_notebook_is_a_clear_error(tmp_path):
+    result = run(tmp_path / "absent.ipynb", tmp_path / "out.ipynb")
+    assert result.returncode == 2
+    assert "notebook not found" in result.stderr
