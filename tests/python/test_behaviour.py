@@ -323,6 +323,26 @@ def test_interrupt_stops_an_endless_loop_and_names_lost_variables(kernel):
     assert kernel.execute('ferrolab::display_html("<i>back</i>")').of_type("display_data")
 
 
+def test_interrupt_during_a_build_stops_cargo_and_keeps_variables(kernel):
+    kernel.execute("let kept_through_build = 11;")
+    client = kernel.client
+    # regex and its dependencies take many seconds to build: interrupt as soon
+    # as cargo reports the first crate.
+    msg_id = client.execute(':dep regex = "1"\nregex::Regex::new("a+").unwrap().is_match("aaa")')
+    while True:
+        message = client.get_iopub_msg(timeout=TIMEOUT)
+        if (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream"
+                and "Compiling" in message["content"]["text"]):
+            break
+    kernel.manager.interrupt_kernel()
+    reply = client.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "Interrupted"
+    assert "no variables were lost" in reply["content"]["evalue"]
+    assert kernel.manager.is_alive()
+    assert kernel.execute("kept_through_build").result_text() == "11"
+
+
 def test_runtime_crash_names_lost_variables_and_recovers(kernel):
     kernel.execute("let lost_on_abort = 1u64;")
     outcome = kernel.execute("std::process::abort()")
