@@ -16,8 +16,23 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Runs the kernel for one connection file until it is shut down.
+/// Must be called before the process starts any thread (it sets environment
+/// variables).
 pub fn run_kernel(connection_file: &Path) -> anyhow::Result<()> {
     engine::toolchain::ensure_cargo_on_path();
     logging::init();
-    kernel::serve(connection_file, Arc::new(cells::Router::new()))
+    let session = match engine::session_dir::SessionDir::create() {
+        Ok(session) => {
+            if std::env::var_os("EVCXR_TMPDIR").is_none() {
+                // SAFETY: no other thread exists yet.
+                unsafe { std::env::set_var("EVCXR_TMPDIR", session.evcxr_dir()) };
+            }
+            Some(session)
+        }
+        Err(error) => {
+            log::warn!("no session directory ({error}); using temporary files");
+            None
+        }
+    };
+    kernel::serve(connection_file, Arc::new(cells::Router::new(session)))
 }

@@ -8,6 +8,7 @@
 mod completeness;
 pub mod help;
 
+use crate::engine::session_dir::SessionDir;
 use crate::engine::text::{byte_offset, code_point_index};
 use crate::engine::{Engine, toolchain};
 use crate::kernel::{
@@ -22,16 +23,11 @@ pub struct Router {
     rustc_version: Arc<OnceLock<String>>,
 }
 
-impl Default for Router {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Router {
-    pub fn new() -> Self {
+    /// A router whose engine keeps its files in `session` (removed at shutdown).
+    pub fn new(session: Option<SessionDir>) -> Self {
         Router {
-            engine: Engine::new(),
+            engine: Engine::new(session),
             rustc_version: Arc::new(OnceLock::new()),
         }
     }

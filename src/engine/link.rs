@@ -43,7 +43,6 @@ struct Shared {
 }
 
 pub struct Link {
-    _dir: tempfile::TempDir,
     path: PathBuf,
     shared: Arc<Shared>,
     answers: Receiver<Answer>,
@@ -51,10 +50,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// Creates the socket and starts accepting children.
-    pub fn listen() -> std::io::Result<Link> {
-        let dir = tempfile::Builder::new().prefix("ferrolab-").tempdir()?;
-        let path = dir.path().join("link.sock");
+    /// Creates the socket at `path` (in a private directory) and starts
+    /// accepting children.
+    pub fn listen(path: PathBuf) -> std::io::Result<Link> {
         let listener = UnixListener::bind(&path)?;
         let shared = Arc::new(Shared {
             writer: Mutex::new(None),
@@ -69,7 +67,6 @@ impl Link {
             .name("ferrolab-link".into())
             .spawn(move || accept_loop(listener, accept_shared, answers_tx))?;
         Ok(Link {
-            _dir: dir,
             path,
             shared,
             answers,

@@ -19,6 +19,7 @@ pub mod link_frame;
 mod prelude;
 pub mod relay;
 mod render;
+pub mod session_dir;
 pub mod text;
 pub mod toolchain;
 mod worker;
@@ -26,6 +27,7 @@ mod worker;
 use crate::kernel::{CellContext, ExecuteOutcome};
 use crossbeam_channel::Sender;
 use link::Link;
+use session_dir::SessionDir;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -125,22 +127,32 @@ pub struct Engine {
     jobs: OnceLock<Sender<Job>>,
     shared: OnceLock<Arc<Shared>>,
     startup_error: OnceLock<String>,
-}
-
-impl Default for Engine {
-    fn default() -> Self {
-        Self::new()
-    }
+    session: Option<SessionDir>,
+    /// Holds the link socket when there is no session directory.
+    fallback_dir: OnceLock<tempfile::TempDir>,
 }
 
 impl Engine {
-    /// A handle; nothing starts until [`start`](Self::start).
-    pub fn new() -> Self {
+    /// A handle; nothing starts until [`start`](Self::start). The session
+    /// directory (if any) is removed at shutdown.
+    pub fn new(session: Option<SessionDir>) -> Self {
         Engine {
             jobs: OnceLock::new(),
             shared: OnceLock::new(),
             startup_error: OnceLock::new(),
+            session,
+            fallback_dir: OnceLock::new(),
         }
+    }
+
+    fn link_path(&self) -> std::io::Result<std::path::PathBuf> {
+        if let Some(session) = &self.session {
+            return Ok(session.link_socket());
+        }
+        let dir = tempfile::Builder::new().prefix("ferrolab-").tempdir()?;
+        let path = dir.path().join("link.sock");
+        let _ = self.fallback_dir.set(dir);
+        Ok(path)
     }
 
     /// Starts the worker thread, which creates the evcxr context and warms it
@@ -149,7 +161,7 @@ impl Engine {
         if self.jobs.get().is_some() || self.startup_error.get().is_some() {
             return;
         }
-        let link = match Link::listen() {
+        let link = match self.link_path().and_then(Link::listen) {
             Ok(link) => link,
             Err(error) => {
                 let _ = self
@@ -295,5 +307,8 @@ impl Engine {
                 let _ = finished.recv_timeout(Duration::from_secs(2));
             }
         });
+        if let Some(session) = &self.session {
+            session.remove();
+        }
     }
 }

@@ -1,0 +1,143 @@
+//! One private directory per kernel process for everything the engine writes:
+//! evcxr's build directory (tens of MB per session) and the runtime link socket.
+//!
+//! Layout: `$TMPDIR/ferrolab-<uid>/<pid>-<random>/` (mode 0700), holding an
+//! exclusive `flock` on its `lock` file for as long as the kernel lives. The
+//! kernel removes its directory when it shuts down; a kernel that was killed
+//! cannot, so every new kernel removes the directories whose lock is free.
+//! A root that is not a real directory owned by this user is never used.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub struct SessionDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl SessionDir {
+    /// Creates this kernel's directory, first sweeping away dead sessions.
+    pub fn create() -> std::io::Result<SessionDir> {
+        let root = Self::root()?;
+        sweep(&root);
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        // Built under a hidden name and renamed once locked, so a sweep running
+        // in another kernel never sees it unlocked.
+        let staging = root.join(format!(".new-{name}"));
+        std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(staging.join("lock"))?;
+        if !try_lock(&lock) {
+            return Err(std::io::Error::other(
+                "cannot lock the new session directory",
+            ));
+        }
+        let path = root.join(name);
+        std::fs::rename(&staging, &path)?;
+        Ok(SessionDir { path, _lock: lock })
+    }
+
+    fn root() -> std::io::Result<PathBuf> {
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let root = std::env::temp_dir().join(format!("ferrolab-{uid}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+        let metadata = std::fs::symlink_metadata(&root)?;
+        if !metadata.is_dir() || metadata.uid() != uid || metadata.mode() & 0o077 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a private directory of this user",
+                root.display()
+            )));
+        }
+        Ok(root)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where evcxr builds the session's crate.
+    pub fn evcxr_dir(&self) -> PathBuf {
+        self.path.join("evcxr")
+    }
+
+    pub fn link_socket(&self) -> PathBuf {
+        self.path.join("link.sock")
+    }
+
+    /// Deletes the directory (at shutdown, after evcxr is done with it).
+    pub fn remove(&self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.path) {
+            log::warn!("could not remove {}: {error}", self.path.display());
+        }
+    }
+}
+
+fn try_lock(file: &File) -> bool {
+    // SAFETY: flock on an open descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes session directories whose kernel is gone (their lock is free),
+/// and staging directories abandoned for more than ten minutes.
+fn sweep(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with(".new-") {
+            let abandoned = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 600);
+            if abandoned {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            continue;
+        }
+        let Ok(lock) = File::open(path.join("lock")) else {
+            // Not fully created yet, or not ours: leave it.
+            continue;
+        };
+        if try_lock(&lock) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_session_is_kept_and_a_dead_one_is_swept() {
+        let live = SessionDir::create().unwrap();
+        assert!(live.path().is_dir());
+        // A session whose lock nobody holds (its kernel died).
+        let dead = live.path().parent().unwrap().join("1-deadbeef");
+        std::fs::create_dir_all(dead.join("evcxr")).unwrap();
+        std::fs::write(dead.join("lock"), "").unwrap();
+        let other = SessionDir::create().unwrap();
+        assert!(!dead.exists(), "dead session swept");
+        assert!(live.path().is_dir(), "live session kept");
+        live.remove();
+        other.remove();
+        assert!(!live.path().exists());
+    }
+}
