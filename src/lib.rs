@@ -2,13 +2,15 @@
 //!
 //! Four layers, data flowing one way (see README "Architecture"):
 //! [`protocol`] (bytes ⇄ messages) → [`kernel`] (sockets and session) →
-//! [`cells`] (the router) → [`engine`] (evcxr). [`install`] writes kernelspecs.
+//! [`cells`] (the router) → [`engine`] (evcxr) and [`magics`]. [`install`]
+//! writes kernelspecs.
 
 pub mod cells;
 pub mod engine;
 pub mod install;
 pub mod kernel;
 pub mod logging;
+pub mod magics;
 pub mod process_tree;
 pub mod protocol;
 

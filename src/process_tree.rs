@@ -34,6 +34,34 @@ pub fn descendants(
     family.into_iter().skip(1).map(|pid| pid.as_u32()).collect()
 }
 
+/// The state letter and process group of `/proc/<pid>/stat` (the fields
+/// after the parenthesised command name, which may itself contain spaces).
+pub fn state_and_group(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
+}
+
+/// Live (not zombie) processes of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| matches!(state_and_group(*pid), Some((state, group)) if group == pgid && state != 'Z' && state != 'X'))
+        .collect()
+}
+
+/// True while some process of group `pgid` is alive. Zombies do not count:
+/// orphans reparented to an init that does not reap them must not look alive.
+pub fn group_alive(pgid: u32) -> bool {
+    !group_members(pgid).is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +95,29 @@ mod tests {
             found.iter().all(|pid| !tasks.contains(pid)),
             "{found:?} vs threads {tasks:?}"
         );
+    }
+
+    #[test]
+    fn groups_are_alive_until_their_processes_end() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        assert_eq!(state_and_group(pgid).map(|(_, group)| group), Some(pgid));
+        assert!(group_alive(pgid));
+        let _ = child.kill();
+        // Still unreaped: a zombie, which does not count as alive.
+        for _ in 0..100 {
+            if !group_alive(pgid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!group_alive(pgid));
+        let _ = child.wait();
     }
 
     #[test]

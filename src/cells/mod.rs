@@ -1,12 +1,16 @@
-//! The cell router: decides what each cell is and sends it to the right place.
+//! The cell router: splits each cell into segments and runs them in order.
 //!
-//! Implements the kernel's [`Interpreter`]. A whole-cell help query (`Vec?`)
-//! becomes a pager payload from rust-analyzer's hover; everything else is Rust
-//! for the evcxr [`Engine`] (evcxr's own `:commands` included).
-//! Completeness checks are answered here without the engine.
+//! Implements the kernel's [`Interpreter`]. Rust goes to the evcxr
+//! [`Engine`]; `%magic`, `%%magic`, `!shell` and `?help` go to the
+//! [`magics`](crate::magics) registry. The first failing segment stops the
+//! cell and is its single error. A value from a segment that is not the last
+//! is shown as display data; the last segment's value is the cell's result.
+//! Completeness checks are answered here, without the engine.
 
 mod completeness;
 pub mod help;
+mod lexer;
+pub mod segments;
 
 use crate::engine::session_dir::SessionDir;
 use crate::engine::text::{byte_offset, code_point_index};
@@ -14,26 +18,85 @@ use crate::engine::{Engine, toolchain};
 use crate::kernel::{
     CellContext, Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity, StreamName,
 };
-use crate::protocol::content::MimeBundle;
-use serde_json::{Value, json};
-use std::sync::{Arc, OnceLock};
+use crate::magics::shell::{self, ProcessSlot};
+use crate::magics::{Call, Kind, MagicError, MagicResult, MagicState, Registry};
+use crate::protocol::content::{ErrorInfo, MimeBundle};
+use segments::Segment;
+use serde_json::{Map, Value, json};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct Router {
     engine: Engine,
+    registry: Registry,
+    state: Mutex<MagicState>,
+    running: ProcessSlot,
     rustc_version: Arc<OnceLock<String>>,
 }
 
 impl Router {
     /// A router whose engine keeps its files in `session` (removed at shutdown).
     pub fn new(session: Option<SessionDir>) -> Self {
+        let running = ProcessSlot::default();
         Router {
             engine: Engine::new(session),
+            registry: Registry::standard(),
+            state: Mutex::new(MagicState::new(running.clone())),
+            running,
             rustc_version: Arc::new(OnceLock::new()),
         }
     }
 
-    fn help(&self, query: &help::HelpQuery, cell: &CellContext) -> ExecuteOutcome {
-        match self.hover_for(&query.target) {
+    fn run_segment(
+        &self,
+        segment: Segment,
+        cell: &CellContext,
+        state: &mut MagicState,
+    ) -> ExecuteOutcome {
+        let mut call =
+            |name: &str, args: &str, body: &str, run: &dyn Fn(&mut Call) -> MagicResult| {
+                let mut call = Call {
+                    name,
+                    args,
+                    body,
+                    cell,
+                    engine: &self.engine,
+                    state,
+                    registry: &self.registry,
+                };
+                into_outcome(run(&mut call))
+            };
+        match segment {
+            Segment::Rust { code, first_line } => self.engine.execute(&code, first_line, cell),
+            Segment::LineMagic { name, args, .. } => match self.registry.find(Kind::Line, &name) {
+                Some(magic) => call(&name, &args, "", &magic.run),
+                None => into_outcome(Err(self.registry.unknown(Kind::Line, &name))),
+            },
+            Segment::CellMagic {
+                name, args, body, ..
+            } => match self.registry.find(Kind::Cell, &name) {
+                Some(magic) => call(&name, &args, &body, &magic.run),
+                None => into_outcome(Err(self.registry.unknown(Kind::Cell, &name))),
+            },
+            Segment::Shell {
+                command, capture, ..
+            } => call("!", &command, "", &|call: &mut Call| {
+                shell::line(call, call.args, capture)
+            }),
+            Segment::Help(query) => self.help(&query.target, cell),
+        }
+    }
+
+    fn help(&self, target: &str, cell: &CellContext) -> ExecuteOutcome {
+        let data = if target.starts_with('%') {
+            self.registry.help(target).map(|text| {
+                let mut data = MimeBundle::new();
+                data.insert("text/plain".into(), Value::String(text));
+                data
+            })
+        } else {
+            self.hover_for(target)
+        };
+        match data {
             Some(data) => ExecuteOutcome::Ok {
                 result: None,
                 payload: vec![json!({"source": "page", "data": data, "start": 0})],
@@ -41,7 +104,7 @@ impl Router {
             None => {
                 cell.stream(
                     StreamName::Stdout,
-                    &format!("No documentation found for `{}`.\n", query.target),
+                    &format!("No documentation found for `{target}`.\n"),
                 );
                 ExecuteOutcome::ok()
             }
@@ -54,6 +117,40 @@ impl Router {
         data.insert("text/plain".into(), Value::String(hover.plain));
         data.insert("text/html".into(), Value::String(hover.html));
         Some(data)
+    }
+
+    /// Magic names, when the cursor is in the name of a `%magic` line.
+    fn complete_magic(&self, code: &str, offset: usize) -> Option<(Vec<String>, usize)> {
+        let line_start = code[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let typed = &code[line_start..offset];
+        let word = typed.trim_start();
+        if !word.starts_with('%') || word.contains(char::is_whitespace) {
+            return None;
+        }
+        let matches: Vec<String> = self
+            .registry
+            .names()
+            .filter(|name| name.starts_with(word))
+            .collect();
+        Some((matches, offset - word.len()))
+    }
+}
+
+fn into_outcome(result: MagicResult) -> ExecuteOutcome {
+    match result {
+        Ok(result) => ExecuteOutcome::Ok {
+            result,
+            payload: Vec::new(),
+        },
+        Err(MagicError {
+            ename,
+            evalue,
+            traceback,
+        }) => ExecuteOutcome::Error(ErrorInfo {
+            ename,
+            evalue,
+            traceback,
+        }),
     }
 }
 
@@ -77,7 +174,7 @@ impl Interpreter for Router {
         KernelIdentity {
             banner: format!(
                 "ferrolab {} — Rust in Jupyter (evcxr engine, rustc {language_version})\n\
-                 Rust cells; evcxr commands start with `:` (:help). Help: `Vec?`.",
+                 Rust cells, %magics (%lsmagic), !shell commands, :evcxr commands (:help). Help: `Vec?`, `%cd?`.",
                 env!("CARGO_PKG_VERSION")
             ),
             language_version,
@@ -85,14 +182,60 @@ impl Interpreter for Router {
     }
 
     fn execute(&self, code: &str, cell: &CellContext) -> ExecuteOutcome {
-        if let Some(query) = help::parse(code) {
-            return self.help(&query, cell);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let segments = segments::parse(code);
+        let last = segments.len().saturating_sub(1);
+        let mut final_result = None;
+        let mut payload = Vec::new();
+        for (index, segment) in segments.into_iter().enumerate() {
+            if cell.is_cancelled() {
+                return ExecuteOutcome::error(
+                    "Interrupted",
+                    "the cell was interrupted",
+                    vec!["\x1b[1;31mInterrupted\x1b[0m: the cell was interrupted; the rest of it did not run".into()],
+                );
+            }
+            match self.run_segment(segment, cell, &mut state) {
+                ExecuteOutcome::Ok {
+                    result,
+                    payload: more,
+                } => {
+                    payload.extend(more);
+                    match result {
+                        Some(result) if index < last => cell.display(result, Map::new(), None),
+                        Some(result) => final_result = Some(result),
+                        None => {}
+                    }
+                }
+                error => return error,
+            }
         }
-        self.engine.execute(code, 1, cell)
+        if cell.is_cancelled() {
+            return ExecuteOutcome::error(
+                "Interrupted",
+                "the cell was interrupted",
+                vec!["\x1b[1;31mInterrupted\x1b[0m: the cell was interrupted".into()],
+            );
+        }
+        ExecuteOutcome::Ok {
+            result: final_result,
+            payload,
+        }
     }
 
     fn complete(&self, code: &str, cursor: usize) -> Completions {
         let offset = byte_offset(code, cursor);
+        if let Some((matches, start)) = self.complete_magic(code, offset) {
+            return Completions {
+                matches,
+                cursor_start: code_point_index(code, start),
+                cursor_end: cursor,
+                types: Vec::new(),
+            };
+        }
         let Some(set) = self.engine.complete(code, offset) else {
             return Completions {
                 cursor_start: cursor,
@@ -129,10 +272,12 @@ impl Interpreter for Router {
     }
 
     fn interrupt(&self) {
+        self.running.interrupt();
         self.engine.interrupt();
     }
 
     fn shutdown(&self) {
+        self.running.interrupt();
         self.engine.shutdown();
     }
 }

@@ -24,7 +24,15 @@ pub enum Notice {
     /// The runtime was told to load and run a cell's code.
     RunStarted,
     /// The cell's code returned; all its output was sent before this notice.
-    RunFinished,
+    /// Wall and CPU (user, system) time of the run, in nanoseconds.
+    RunFinished {
+        #[serde(default)]
+        wall_ns: u64,
+        #[serde(default)]
+        user_ns: u64,
+        #[serde(default)]
+        system_ns: u64,
+    },
     Pong {
         seq: u64,
     },

@@ -27,11 +27,14 @@ mod worker;
 use crate::kernel::{CellContext, ExecuteOutcome};
 use crossbeam_channel::Sender;
 use link::Link;
+pub use link::RunTimes;
 use session_dir::SessionDir;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Completion candidates with byte offsets into the code.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +57,7 @@ enum Job {
         code: String,
         first_line: usize,
         cell: CellContext,
-        done: Sender<ExecuteOutcome>,
+        done: Sender<(ExecuteOutcome, RunTimes)>,
     },
     Complete {
         code: String,
@@ -68,15 +71,6 @@ enum Job {
     },
     Variables {
         done: Sender<Vec<(String, String)>>,
-    },
-    Chdir {
-        path: String,
-        done: Sender<Result<(), String>>,
-    },
-    SetEnv {
-        key: String,
-        value: Option<String>,
-        done: Sender<Result<(), String>>,
     },
     Shutdown {
         done: Sender<()>,
@@ -218,13 +212,24 @@ impl Engine {
     /// Runs Rust code (evcxr `:commands` included). `first_line` is the line
     /// number of `code`'s first line within the cell, for error locations.
     pub fn execute(&self, code: &str, first_line: usize, cell: &CellContext) -> ExecuteOutcome {
+        self.execute_timed(code, first_line, cell).0
+    }
+
+    /// Like [`execute`](Self::execute), also returning how long user code ran
+    /// (compile time excluded).
+    pub fn execute_timed(
+        &self,
+        code: &str,
+        first_line: usize,
+        cell: &CellContext,
+    ) -> (ExecuteOutcome, RunTimes) {
         let outcome = self.submit(|done| Job::Execute {
             code: code.to_owned(),
             first_line,
             cell: cell.clone(),
             done,
         });
-        outcome.unwrap_or_else(|| self.unavailable())
+        outcome.unwrap_or_else(|| (self.unavailable(), RunTimes::default()))
     }
 
     fn unavailable(&self) -> ExecuteOutcome {
@@ -258,23 +263,25 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Moves the runtime's working directory (no compile involved).
+    /// Moves the runtime's working directory (no compile involved; answers in
+    /// milliseconds, even while a build runs). A runtime started later, or
+    /// restarted after a crash, starts there too.
     pub fn chdir(&self, path: &Path) -> Result<(), String> {
-        self.submit(|done| Job::Chdir {
-            path: path.to_string_lossy().into_owned(),
-            done,
-        })
-        .unwrap_or_else(|| Err("the Rust engine is not running".to_owned()))
+        self.start();
+        match self.shared.get() {
+            Some(shared) => shared.link.chdir(&path.to_string_lossy(), ORDER_TIMEOUT),
+            None => Ok(()),
+        }
     }
 
-    /// Sets (or with `None`, removes) an environment variable in the runtime.
+    /// Sets (or with `None`, removes) an environment variable in the runtime,
+    /// now and in any runtime started later.
     pub fn set_env(&self, key: &str, value: Option<&str>) -> Result<(), String> {
-        self.submit(|done| Job::SetEnv {
-            key: key.to_owned(),
-            value: value.map(str::to_owned),
-            done,
-        })
-        .unwrap_or_else(|| Err("the Rust engine is not running".to_owned()))
+        self.start();
+        match self.shared.get() {
+            Some(shared) => shared.link.set_env(key, value, ORDER_TIMEOUT),
+            None => Ok(()),
+        }
     }
 
     /// Stops the running cell: the runtime if user code runs, else the build.

@@ -102,6 +102,16 @@ mod ferrolab {
         envelope("clear", if wait { b"wait" } else { b"now" });
     }
 
+    /// Hex-encodes strings, comma-separated (how `!cmd {expr}` gets values back).
+    #[doc(hidden)]
+    pub fn __hex(parts: &[String]) -> String {
+        let hex: Vec<String> = parts
+            .iter()
+            .map(|part| part.bytes().map(|byte| format!("{byte:02x}")).collect())
+            .collect();
+        hex.join(",")
+    }
+
     #[doc(hidden)]
     pub fn __setup() {
         let main_thread = std::thread::current().id();

@@ -1,7 +1,6 @@
 //! The engine thread: owns evcxr's `CommandContext` and serves jobs in order.
 
 use super::{CompletionSet, Hover, Job, Shared, prelude, render, toolchain};
-use crate::engine::link_frame::Order;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crossbeam_channel::Receiver;
 use evcxr::{CommandContext, EvalCallbacks, EvalContext, EvalOutputs};
@@ -12,7 +11,6 @@ use std::time::Duration;
 use sysinfo::{ProcessRefreshKind, System};
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
-const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
 const RED: &str = "\x1b[1;31m";
 const RESET: &str = "\x1b[0m";
 
@@ -48,7 +46,7 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
                 done,
             } => {
                 let outcome = current.execute(&code, first_line, &cell);
-                let _ = done.send(outcome);
+                let _ = done.send((outcome, shared.link.take_times()));
             }
             Job::Complete { code, offset, done } => {
                 let _ = done.send(current.complete(&code, offset));
@@ -58,18 +56,6 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
             }
             Job::Variables { done } => {
                 let _ = done.send(current.variables());
-            }
-            Job::Chdir { path, done } => {
-                let result = shared
-                    .link
-                    .order(|id| Order::Chdir { id, path }, ORDER_TIMEOUT);
-                let _ = done.send(result);
-            }
-            Job::SetEnv { key, value, done } => {
-                let result = shared
-                    .link
-                    .order(|id| Order::SetEnv { id, key, value }, ORDER_TIMEOUT);
-                let _ = done.send(result);
             }
             Job::Shutdown { done } => {
                 // Dropping the context ends the runtime and deletes evcxr's temp dir.
@@ -85,14 +71,15 @@ fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
     for job in jobs {
         match job {
             Job::Execute { done, .. } => {
-                let _ = done.send(ExecuteOutcome::error(
+                let outcome = ExecuteOutcome::error(
                     "EngineUnavailable",
                     reason,
                     vec![
                         format!("{RED}The Rust engine could not start{RESET}"),
                         reason.to_owned(),
                     ],
-                ));
+                );
+                let _ = done.send((outcome, Default::default()));
             }
             Job::Complete { done, .. } => {
                 let _ = done.send(None);
@@ -102,9 +89,6 @@ fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
             }
             Job::Variables { done } => {
                 let _ = done.send(Vec::new());
-            }
-            Job::Chdir { done, .. } | Job::SetEnv { done, .. } => {
-                let _ = done.send(Err(reason.to_owned()));
             }
             Job::Shutdown { done } => {
                 let _ = done.send(());
@@ -194,6 +178,7 @@ impl Worker {
         self.shared.executing.store(true, Ordering::SeqCst);
         self.prepare_runtime(Some(cell));
         let _ = self.shared.link.take_panic();
+        let _ = self.shared.link.take_times();
         let before: Vec<(String, String)> = self.variables();
 
         let result = catch_unwind(AssertUnwindSafe(|| {

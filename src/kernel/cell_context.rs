@@ -5,14 +5,17 @@
 //! Cloneable and `Send`, so helper threads (an output relay, a shell command's
 //! reader) can publish for the cell that started them.
 
+use crate::kernel::history::History;
 use crate::kernel::iopub::Publisher;
 use crate::kernel::stdin::InputCall;
 use crate::protocol::Message;
-use crate::protocol::content::{self, ClearOutput, DisplayData, InputRequest, MimeBundle};
+use crate::protocol::content::{
+    self, ClearOutput, DisplayData, HistoryRequest, InputRequest, MimeBundle,
+};
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -50,8 +53,12 @@ pub struct StdinRoute {
     pub identities: Vec<Bytes>,
 }
 
+/// The kernel's history, shared with cells (for `%history`).
+pub type SharedHistory = Arc<Mutex<History>>;
+
 struct Inner {
     publisher: Publisher,
+    history: SharedHistory,
     parent: Value,
     stdin: Option<StdinRoute>,
     cancelled: Arc<AtomicBool>,
@@ -68,6 +75,7 @@ pub struct CellContext {
 impl CellContext {
     pub fn new(
         publisher: Publisher,
+        history: SharedHistory,
         parent: Value,
         stdin: Option<StdinRoute>,
         cancelled: Arc<AtomicBool>,
@@ -77,6 +85,7 @@ impl CellContext {
         CellContext {
             inner: Arc::new(Inner {
                 publisher,
+                history,
                 parent,
                 stdin,
                 cancelled,
@@ -149,6 +158,15 @@ impl CellContext {
     /// Blocks until everything published so far has been sent.
     pub fn flush(&self) {
         self.inner.publisher.flush_blocking();
+    }
+
+    /// Entries of the kernel's history, as a `history_request` would return.
+    pub fn history(&self, request: &HistoryRequest) -> Vec<Value> {
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .query(request)
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -87,7 +87,7 @@ async fn serve_async(
         codec: codec.clone(),
         stdin: stdin_calls,
         current_cancel: current_cancel.clone(),
-        history: History::open(History::default_path()),
+        history: Arc::new(Mutex::new(History::open(History::default_path()))),
         execution_count: 0,
     };
     tokio::spawn(shell.run(shell_queue));

@@ -7,8 +7,8 @@
 //! cell with `stop_on_error`, the execute requests that had already arrived are
 //! answered `aborted` without running; other requests keep their place.
 
+use crate::kernel::cell_context::SharedHistory;
 use crate::kernel::cell_context::StdinRoute;
-use crate::kernel::history::History;
 use crate::kernel::interpreter::{Completeness, ExecuteOutcome, Interpreter};
 use crate::kernel::iopub::Publisher;
 use crate::kernel::stdin::InputCall;
@@ -37,7 +37,7 @@ pub struct ShellSession {
     pub codec: Codec,
     pub stdin: mpsc::UnboundedSender<InputCall>,
     pub current_cancel: CurrentCancel,
-    pub history: History,
+    pub history: SharedHistory,
     pub execution_count: u64,
 }
 
@@ -167,8 +167,7 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    self.history
-                        .store(count, &execute.code, output_text.as_deref());
+                    lock(&self.history).store(count, &execute.code, output_text.as_deref());
                 }
                 false
             }
@@ -185,7 +184,7 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    self.history.store(count, &execute.code, None);
+                    lock(&self.history).store(count, &execute.code, None);
                 }
                 execute.stop_on_error && !execute.silent
             }
@@ -209,6 +208,7 @@ impl ShellSession {
         });
         let cell = CellContext::new(
             self.publisher.clone(),
+            self.history.clone(),
             request.raw_header.clone(),
             stdin,
             cancelled,
@@ -325,7 +325,7 @@ impl ShellSession {
         };
         let reply = HistoryReply {
             status: "ok",
-            history: self.history.query(&query),
+            history: lock(&self.history).query(&query),
         };
         self.reply(request, content::to_value(&reply)).await;
     }
@@ -378,6 +378,12 @@ impl ShellSession {
     async fn send(&mut self, message: Message) {
         send_routed(&mut self.replies, &self.codec, message).await;
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sends a reply through a ROUTER half, logging (not propagating) failures: a

@@ -27,7 +27,7 @@ class FerrolabConformance(jupyter_kernel_test.KernelTests):
     incomplete_code_samples = ["fn f() {", '"unterminated', "let v = vec![1,", "/* open comment"]
     invalid_code_samples = ["}", "fn f() { )", "let x = [1, 2);"]
 
-    code_page_something = "Vec?"
+    code_page_something = "%cd?"
     code_generate_error = "undefined_variable + 1"
     code_execute_result = [
         {"code": "6 * 7", "result": "42"},

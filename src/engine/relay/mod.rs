@@ -21,7 +21,7 @@
 
 mod fds;
 pub mod parser;
-mod stdin_watch;
+pub mod stdin_watch;
 
 use crate::engine::link_frame::{self, Notice, Order};
 use parser::{Event, OutputParser};
@@ -107,6 +107,8 @@ struct Relay {
     input_pending: bool,
     /// Consecutive ticks that saw a thread blocked reading fd 0.
     stdin_wait_ticks: u8,
+    /// When the current run started, and the process's CPU times then.
+    run_started: Option<(Instant, CpuTimes)>,
     flusher_seen: bool,
     held_since: Option<Instant>,
     last_tick: Instant,
@@ -157,6 +159,7 @@ impl Relay {
             command_line: Vec::new(),
             input_pending: false,
             stdin_wait_ticks: 0,
+            run_started: None,
             flusher_seen: false,
             held_since: None,
             last_tick: Instant::now(),
@@ -229,6 +232,7 @@ impl Relay {
                 if self.command_line.starts_with(b"LOAD_AND_RUN ") {
                     self.in_run = true;
                     self.stdin_wait_ticks = 0;
+                    self.run_started = Some((Instant::now(), CpuTimes::now()));
                     self.notify(&Notice::RunStarted);
                 }
                 self.command_line.clear();
@@ -331,7 +335,22 @@ impl Relay {
         self.held_since = None;
         self.in_run = false;
         self.input_pending = false;
-        self.notify(&Notice::RunFinished);
+        let (wall_ns, user_ns, system_ns) = match self.run_started.take() {
+            Some((started, cpu)) => {
+                let now = CpuTimes::now();
+                (
+                    started.elapsed().as_nanos() as u64,
+                    now.user_ns.saturating_sub(cpu.user_ns),
+                    now.system_ns.saturating_sub(cpu.system_ns),
+                )
+            }
+            None => (0, 0, 0),
+        };
+        self.notify(&Notice::RunFinished {
+            wall_ns,
+            user_ns,
+            system_ns,
+        });
         trace(format_args!("run finished"));
     }
 
@@ -505,6 +524,26 @@ impl Relay {
 
 fn evcxr_input_marker() -> &'static [u8] {
     b"EVCXR_INPUT_REQUEST"
+}
+
+/// CPU time used by this process so far.
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    user_ns: u64,
+    system_ns: u64,
+}
+
+impl CpuTimes {
+    fn now() -> CpuTimes {
+        // SAFETY: getrusage fills the zeroed struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        CpuTimes {
+            user_ns: ns(usage.ru_utime),
+            system_ns: ns(usage.ru_stime),
+        }
+    }
 }
 
 /// Gives a descriptor away for the rest of the process's life.

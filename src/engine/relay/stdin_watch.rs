@@ -1,4 +1,4 @@
-//! Notices when user code blocks reading its standard input.
+//! Notices when a program blocks reading its standard input.
 //!
 //! evcxr's child reads its commands from fd 0, so a plain
 //! `std::io::stdin().read_line()` in a cell would wait forever. The relay puts a
@@ -10,12 +10,39 @@ use std::path::Path;
 
 /// True if some thread of this process is blocked in `read` on fd 0.
 pub fn thread_blocked_reading_stdin() -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    process_blocked_reading_stdin(Path::new("/proc/self"))
+}
+
+fn process_blocked_reading_stdin(process: &Path) -> bool {
+    let Ok(tasks) = std::fs::read_dir(process.join("task")) else {
         return false;
     };
     tasks
         .flatten()
         .any(|task| blocked_in_stdin_read(&task.path().join("syscall")))
+}
+
+/// True if a process of group `pgid` whose stdin is the pipe with inode
+/// `inode` is blocked reading it (for shell commands run by the kernel).
+pub fn group_blocked_reading_pipe(pgid: u32, inode: u64) -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let pipe = format!("pipe:[{inode}]");
+    processes.flatten().any(|entry| {
+        let path = entry.path();
+        entry
+            .file_name()
+            .to_string_lossy()
+            .parse::<u32>()
+            .ok()
+            .and_then(crate::process_tree::state_and_group)
+            .map(|(_, group)| group)
+            == Some(pgid)
+            && std::fs::read_link(path.join("fd/0"))
+                .is_ok_and(|target| target.to_string_lossy() == pipe)
+            && process_blocked_reading_stdin(&path)
+    })
 }
 
 fn blocked_in_stdin_read(syscall_file: &Path) -> bool {
@@ -54,8 +81,34 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_blocked_on_a_pipe_read_is_seen_only_for_fd_0() {
-        // This test process reads fd 0 nowhere; no thread should match.
-        assert!(!thread_blocked_reading_stdin());
+    fn a_child_blocked_reading_its_stdin_pipe_is_seen() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line; echo got $line"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(stdin.as_raw_fd(), &mut stat) }, 0);
+        let pgid = child.id();
+        let mut seen = false;
+        for _ in 0..200 {
+            if group_blocked_reading_pipe(pgid, stat.st_ino) {
+                seen = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(stdin);
+        let _ = child.wait();
+        assert!(seen, "sh blocked in read(0) was not detected");
+        assert!(
+            !group_blocked_reading_pipe(pgid, stat.st_ino),
+            "gone after exit"
+        );
     }
 }

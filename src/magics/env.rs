@@ -1,0 +1,166 @@
+//! `%env` and `%set_env`: the environment of shell commands and Rust code.
+//!
+//! Changes apply to every later `!` command and, through the relay, to the
+//! running Rust code (`std::env::var`) and to runtimes started later. The
+//! kernel's own environment is not modified (that is unsound in a process with
+//! threads). Values of names containing KEY, TOKEN, SECRET or PASSWORD are
+//! shown as `<hidden>` everywhere — listings and confirmations alike.
+
+use super::args::words;
+use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
+use crate::kernel::StreamName;
+
+pub fn magics() -> Vec<Magic> {
+    vec![
+        Magic {
+            name: "env",
+            kind: Kind::Line,
+            summary: "list, get or set environment variables",
+            help: "%env                 list all variables (secret-looking values hidden)\n%env NAME            one variable's value\n%env NAME=VALUE      set it (also: %env NAME VALUE)\n\nShell commands and the Rust code see the change. Values of names that\ncontain KEY, TOKEN, SECRET or PASSWORD are shown as <hidden>.\n\nExample:\n    %env CUDA_VISIBLE_DEVICES=0\n    !echo $CUDA_VISIBLE_DEVICES\n    std::env::var(\"CUDA_VISIBLE_DEVICES\")",
+            run: env,
+        },
+        Magic {
+            name: "set_env",
+            kind: Kind::Line,
+            summary: "set an environment variable",
+            help: "%set_env NAME VALUE\n\nSame as `%env NAME=VALUE`.",
+            run: set_env,
+        },
+    ]
+}
+
+/// True for names whose values must not be shown.
+pub fn is_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD"]
+        .iter()
+        .any(|word| upper.contains(word))
+}
+
+fn shown(name: &str, value: &str) -> String {
+    if is_secret(name) {
+        "<hidden>".to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0']) && !name.chars().any(char::is_whitespace)
+}
+
+fn env(call: &mut Call) -> MagicResult {
+    let args = call.args.trim();
+    if args.is_empty() {
+        let listing: String = call
+            .state
+            .environment()
+            .iter()
+            .map(|(name, value)| format!("{name}={}\n", shown(name, value)))
+            .collect();
+        return Ok(text_result(listing.trim_end().to_owned()));
+    }
+    if let Some((name, value)) = args.split_once('=') {
+        return set(call, name.trim(), value.trim());
+    }
+    match name_and_value(args) {
+        (name, None) => match call.state.env_var(name) {
+            Some(value) => Ok(text_result(format!("{:?}", shown(name, &value)))),
+            None => Err(MagicError::usage(format!(
+                "Environment does not have key: {name}"
+            ))),
+        },
+        (name, Some(value)) => set(call, name, &value),
+    }
+}
+
+fn set_env(call: &mut Call) -> MagicResult {
+    match name_and_value(call.args.trim()) {
+        (name, Some(value)) if !name.is_empty() => set(call, name, &value),
+        _ => Err(MagicError::usage("usage: %set_env NAME VALUE")),
+    }
+}
+
+/// `NAME VALUE...`: the value is the rest of the line (quotes removed when
+/// it is one quoted word), as in IPython.
+fn name_and_value(args: &str) -> (&str, Option<String>) {
+    match args.split_once(char::is_whitespace) {
+        None => (args, None),
+        Some((name, rest)) => {
+            let rest = rest.trim();
+            let unquoted = words("env", rest)
+                .ok()
+                .filter(|words| words.len() == 1)
+                .and_then(|mut words| words.pop());
+            (name, Some(unquoted.unwrap_or_else(|| rest.to_owned())))
+        }
+    }
+}
+
+fn set(call: &mut Call, name: &str, value: &str) -> MagicResult {
+    if !valid_name(name) {
+        return Err(MagicError::usage(format!(
+            "`{name}` is not a valid variable name (no spaces, `=` or NUL)"
+        )));
+    }
+    if value.contains('\0') {
+        return Err(MagicError::usage("a variable's value cannot contain NUL"));
+    }
+    call.engine.set_env(name, Some(value)).map_err(|error| {
+        MagicError::new(
+            "OSError",
+            format!("%env: the Rust runtime could not set {name}: {error}"),
+        )
+    })?;
+    call.state
+        .env
+        .insert(name.to_owned(), Some(value.to_owned()));
+    call.cell.stream(
+        StreamName::Stdout,
+        &format!("env: {name}={}\n", shown(name, value)),
+    );
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_recognised() {
+        for name in [
+            "KAGGLE_KEY",
+            "api_token",
+            "AWS_SECRET_ACCESS_KEY",
+            "DB_PASSWORD",
+        ] {
+            assert!(is_secret(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "CUDA_VISIBLE_DEVICES"] {
+            assert!(!is_secret(name), "{name}");
+        }
+        assert_eq!(shown("KAGGLE_KEY", "abc"), "<hidden>");
+        assert_eq!(shown("EPOCHS", "3"), "3");
+    }
+
+    #[test]
+    fn value_is_the_rest_of_the_line() {
+        assert_eq!(
+            name_and_value("A two words"),
+            ("A", Some("two words".to_owned()))
+        );
+        assert_eq!(
+            name_and_value("A \"quoted value\""),
+            ("A", Some("quoted value".to_owned()))
+        );
+        assert_eq!(name_and_value("A"), ("A", None));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(valid_name("FOO_1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("A B"));
+        assert!(!valid_name("A=B"));
+    }
+}

@@ -1,0 +1,79 @@
+//! What the magics remember between cells: directory history and stack,
+//! bookmarks (persisted), the environment set with `%env`, and the shell
+//! command currently running (so an interrupt can stop it).
+
+use super::shell::ProcessSlot;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub struct MagicState {
+    /// Every directory `%cd` has been in, oldest first (IPython's `_dh`).
+    pub dir_history: Vec<PathBuf>,
+    /// `%pushd` / `%popd`.
+    pub dir_stack: Vec<PathBuf>,
+    /// Variables set (Some) or removed (None) with `%env`, applied to shell
+    /// commands and the Rust runtime; the kernel's own environment is untouched.
+    pub env: BTreeMap<String, Option<String>>,
+    pub bookmarks_file: Option<PathBuf>,
+    pub running: ProcessSlot,
+}
+
+impl MagicState {
+    pub fn new(running: ProcessSlot) -> Self {
+        MagicState {
+            dir_history: std::env::current_dir().into_iter().collect(),
+            dir_stack: Vec::new(),
+            env: BTreeMap::new(),
+            bookmarks_file: bookmarks_path(),
+            running,
+        }
+    }
+
+    /// The value a variable has for commands run from the notebook.
+    pub fn env_var(&self, key: &str) -> Option<String> {
+        match self.env.get(key) {
+            Some(value) => value.clone(),
+            None => std::env::var(key).ok(),
+        }
+    }
+
+    /// The whole environment commands see.
+    pub fn environment(&self) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> = std::env::vars().collect();
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => {
+                    all.insert(key.clone(), value.clone());
+                }
+                None => {
+                    all.remove(key);
+                }
+            }
+        }
+        all
+    }
+
+    /// Applies the `%env` changes to a command about to be spawned.
+    pub fn apply_env(&self, command: &mut std::process::Command) {
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+    }
+}
+
+/// `$FERROLAB_BOOKMARKS_FILE`, else `$XDG_DATA_HOME/ferrolab/bookmarks.json`.
+fn bookmarks_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FERROLAB_BOOKMARKS_FILE") {
+        return Some(PathBuf::from(path));
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+        })?;
+    Some(data.join("ferrolab").join("bookmarks.json"))
+}
