@@ -31,6 +31,7 @@ pub struct Router {
     state: Mutex<MagicState>,
     running: ProcessSlot,
     rustc_version: Arc<OnceLock<String>>,
+    gpus: OnceLock<Vec<String>>,
 }
 
 impl Router {
@@ -43,6 +44,7 @@ impl Router {
             state: Mutex::new(MagicState::new(running.clone())),
             running,
             rustc_version: Arc::new(OnceLock::new()),
+            gpus: OnceLock::new(),
         }
     }
 
@@ -171,10 +173,16 @@ impl Interpreter for Router {
             .get()
             .cloned()
             .unwrap_or_else(|| env!("FERROLAB_BUILD_RUSTC").to_owned());
+        let gpus = self.gpus.get_or_init(crate::magics::gpu::gpu_models);
+        let gpu_line = match gpus.as_slice() {
+            [] => String::new(),
+            [one] => format!("\nGPU: {one} (%gpu for details)"),
+            many => format!("\nGPUs: {} (%gpu for details)", many.join(", ")),
+        };
         KernelIdentity {
             banner: format!(
                 "ferrolab {} — Rust in Jupyter (evcxr engine, rustc {language_version})\n\
-                 Rust cells, %magics (%lsmagic), !shell commands, :evcxr commands (:help). Help: `Vec?`, `%cd?`.",
+                 Rust cells, %magics (%lsmagic), !shell commands, :evcxr commands (:help). Help: `Vec?`, `%cd?`.{gpu_line}",
                 env!("CARGO_PKG_VERSION")
             ),
             language_version,

@@ -11,6 +11,7 @@ mod args;
 mod dirs;
 mod env;
 mod files;
+pub mod gpu;
 mod inspect;
 pub mod shell;
 mod state;
@@ -104,6 +105,7 @@ impl Registry {
         magics.extend(shell::magics());
         magics.extend(env::magics());
         magics.extend(files::magics());
+        magics.extend(gpu::magics());
         magics.extend(timing::magics());
         magics.extend(inspect::magics());
         magics.sort_by_key(|magic| (magic.kind == Kind::Cell, magic.name));

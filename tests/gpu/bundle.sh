@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds, on a machine with network, a self-contained bundle for a GPU machine
+# that has none and no Rust: the ferrolab binary, a minimal Rust toolchain
+# (rustc, cargo, rust-std, rust-src), the crates notebooks/gpu.ipynb needs
+# (vendored), the Python wheels for a headless notebook run (Python 3.12), the
+# notebook and tests/gpu/run_offline.sh. The bundle is a .tar.xz split into
+# parts of at most 60 MiB.
+#
+# Usage: tests/gpu/bundle.sh [OUT_DIR]      (default: tests/gpu/dist, ignored by git)
+# Then copy OUT_DIR to the GPU machine and run: OUT_DIR/run_offline.sh OUT_DIR
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${1:-$ROOT/tests/gpu/dist}"
+PART_SIZE=60M
+PYTHON_VERSION="${BUNDLE_PYTHON_VERSION:-3.12}"
+CUDARC='cudarc = { version = "0.19", features = ["cuda-version-from-build-system", "fallback-latest"] }'
+WHEELS=(
+  jupyter_client==8.6.3 jupyter_core==5.8.1 nbclient==0.10.2 nbformat==5.10.4 traitlets==5.14.3
+  pyzmq==27.1.0 tornado==6.5.2 platformdirs==4.5.0 fastjsonschema==2.21.2 jsonschema==4.25.1
+  jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==0.28.0
+)
+
+step() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || fail "cargo is needed to build the bundle"
+command -v xz >/dev/null || fail "xz is needed (Debian: apt install xz-utils)"
+STAGE="$(mktemp -d "${TMPDIR:-/tmp}/ferrolab-bundle.XXXXXX")"
+trap 'rm -rf "$STAGE"' EXIT
+B="$STAGE/ferrolab-gpu"
+mkdir -p "$B"
+
+step "Building ferrolab (release)"
+(cd "$ROOT" && cargo build --release --locked)
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+install -D -m 755 "$TARGET_DIR/release/ferrolab" "$B/bin/ferrolab"
+
+step "Copying a minimal Rust toolchain"
+SYSROOT="$(rustc --print sysroot)"
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+[ -d "$SYSROOT/lib/rustlib/src/rust/library" ] || fail "rust-src is missing: rustup component add rust-src"
+T="$B/toolchain"
+mkdir -p "$T/bin" "$T/lib/rustlib/$HOST" "$T/lib/rustlib/src/rust"
+cp "$SYSROOT/bin/rustc" "$SYSROOT/bin/cargo" "$T/bin/"
+cp -P "$SYSROOT"/lib/*.so* "$T/lib/"
+# The standard library for the host, without the sanitizer runtimes.
+cp -r "$SYSROOT/lib/rustlib/$HOST/lib" "$T/lib/rustlib/$HOST/"
+find "$T/lib/rustlib/$HOST/lib" -name 'librustc-*_rt.*' -delete
+# rustc links with its own lld by default on this target.
+mkdir -p "$T/lib/rustlib/$HOST/bin/gcc-ld"
+cp "$SYSROOT/lib/rustlib/$HOST/bin/rust-lld" "$SYSROOT/lib/rustlib/$HOST/bin/rust-objcopy" "$T/lib/rustlib/$HOST/bin/"
+cp "$SYSROOT/lib/rustlib/$HOST/bin/gcc-ld/ld.lld" "$T/lib/rustlib/$HOST/bin/gcc-ld/"
+cp -r "$SYSROOT/lib/rustlib/src/rust/library" "$T/lib/rustlib/src/rust/"
+"$T/bin/rustc" --version > "$B/toolchain-version.txt"
+
+step "Vendoring the crates notebooks/gpu.ipynb uses"
+PROBE="$STAGE/probe"
+mkdir -p "$PROBE/src"
+printf '[package]\nname = "probe"\nversion = "0.0.0"\nedition = "2024"\n\n[dependencies]\n%s\n' "$CUDARC" > "$PROBE/Cargo.toml"
+echo 'fn main() {}' > "$PROBE/src/main.rs"
+(cd "$PROBE" && cargo vendor --quiet "$B/vendor" > /dev/null)
+
+step "Downloading Python wheels for Python $PYTHON_VERSION"
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
+  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+  -d "$B/wheels" "${WHEELS[@]}"
+
+step "Adding the notebook, its runner and run_offline.sh"
+cp "$ROOT/notebooks/gpu.ipynb" "$ROOT/tests/tools/run_notebook.py" "$ROOT/tests/gpu/summarize.py" "$B/"
+cp "$ROOT/tests/gpu/run_offline.sh" "$B/"
+
+step "Compressing and splitting into parts of at most $PART_SIZE"
+mkdir -p "$OUT"
+rm -f "$OUT"/ferrolab-gpu.tar.xz.part-*
+tar -C "$STAGE" -cf - ferrolab-gpu | xz -9 -T0 | split -b "$PART_SIZE" - "$OUT/ferrolab-gpu.tar.xz.part-"
+cp "$ROOT/tests/gpu/run_offline.sh" "$OUT/"
+(cd "$OUT" && sha256sum ferrolab-gpu.tar.xz.part-* > SHA256SUMS)
+du -ch "$OUT"/ferrolab-gpu.tar.xz.part-* | sed 's/^/    /'
+step "Done: copy $OUT to the GPU machine and run run_offline.sh there"
