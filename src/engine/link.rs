@@ -277,10 +277,14 @@ fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>) {
     let mut stdout = Utf8Stream::default();
     let mut stderr = Utf8Stream::default();
     let emit = |name: StreamName, text: &str| {
-        if !text.is_empty()
-            && let Some(cell) = lock(&shared.sink).as_ref()
-        {
-            cell.stream(name, text);
+        if text.is_empty() {
+            return;
+        }
+        match lock(&shared.sink).as_ref() {
+            Some(cell) => cell.stream(name, text),
+            // Before the first cell (engine start-up) there is no cell to show
+            // it in; the log keeps it, e.g. why the runtime could not start.
+            None => log::warn!("Rust runtime {}: {}", name.as_str(), text.trim_end()),
         }
     };
     loop {

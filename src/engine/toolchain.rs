@@ -54,6 +54,17 @@ pub fn rustc_version() -> Option<String> {
     text.split_whitespace().nth(1).map(str::to_owned)
 }
 
+/// Where the toolchain keeps the standard library's shared objects
+/// (`rustc --print target-libdir`).
+pub fn target_libdir() -> Option<PathBuf> {
+    let output = Command::new("rustc")
+        .args(["--print", "target-libdir"])
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+    (!dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
 /// True when the `rust-src` component (needed for completion and hover of std
 /// items) is installed for the active toolchain.
 pub fn has_rust_src() -> bool {

@@ -106,6 +106,20 @@ impl Worker {
             .map_err(|e| format!("cannot locate the ferrolab binary: {e}"))?;
         let mut command = std::process::Command::new(exe);
         command.env(super::relay::LINK_ENV, shared.link.path());
+        // The cells' code links libstd dynamically. rustc records a relative
+        // rpath for the build directory, and evcxr loads the library from one
+        // level up, so when the toolchain and the build directory share a
+        // parent (a toolchain unpacked under /tmp, a TMPDIR in $HOME) it points
+        // one directory off. Telling the loader where libstd is always works.
+        if let Some(libdir) = toolchain::target_libdir() {
+            let mut paths = vec![libdir];
+            if let Some(existing) = std::env::var_os("LD_LIBRARY_PATH") {
+                paths.extend(std::env::split_paths(&existing));
+            }
+            if let Ok(joined) = std::env::join_paths(paths) {
+                command.env("LD_LIBRARY_PATH", joined);
+            }
+        }
         {
             use std::os::unix::process::CommandExt;
             // Its own process group: a SIGINT sent to the kernel's group (Ctrl-C

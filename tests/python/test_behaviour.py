@@ -364,3 +364,16 @@ def test_shutdown_ends_the_kernel_process():
     print(f"shutdown -> exit in {time.monotonic() - started:.2f}s")
     running.client.stop_channels()
     running.manager.cleanup_resources()
+
+
+def test_cells_run_when_the_build_directory_shares_a_parent_with_the_toolchain(tmp_path):
+    # rustc's relative rpath is one level off once evcxr moves the library; with
+    # the session directory under $HOME (beside ~/.rustup) that used to break
+    # every cell with "exit status: 99".
+    home_tmp = os.path.join(os.path.expanduser("~"), ".cache", "ferrolab-test-tmp")
+    os.makedirs(home_tmp, exist_ok=True)
+    running = Kernel(env={"TMPDIR": home_tmp})
+    try:
+        assert running.execute("20 + 22").result_text() == "42"
+    finally:
+        running.shutdown()

@@ -137,6 +137,7 @@ impl Relay {
         fds::set_nonblocking(&flush_ack)?;
         fds::set_nonblocking(&flush_request)?;
 
+        let original_stderr = fds::duplicate(2)?;
         fds::replace_standard_fd(&stdin_read, 0)?;
         fds::replace_standard_fd(&stdout_write, 1)?;
         fds::replace_standard_fd(&stderr_write, 2)?;
@@ -144,6 +145,12 @@ impl Relay {
         let flush_fds = format!("{},{}", leak(flush_request_read), leak(flush_ack_write));
         // SAFETY: called from `main` before any thread of this process starts.
         unsafe { std::env::set_var(FLUSH_FDS_ENV, flush_fds) };
+        let _ = EXIT_DRAIN.set(ExitDrain {
+            stderr: stderr.as_raw_fd(),
+            original_stderr: leak(original_stderr),
+        });
+        // SAFETY: registering a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(drain_at_exit) };
         Ok(Relay {
             link: Some(link),
             commands,
@@ -524,6 +531,34 @@ impl Relay {
 
 fn evcxr_input_marker() -> &'static [u8] {
     b"EVCXR_INPUT_REQUEST"
+}
+
+/// What `drain_at_exit` needs (raw descriptors that live as long as the process).
+struct ExitDrain {
+    stderr: i32,
+    original_stderr: i32,
+}
+
+static EXIT_DRAIN: std::sync::OnceLock<ExitDrain> = std::sync::OnceLock::new();
+
+/// When the runtime calls `exit` (evcxr's runtime does so when it cannot load
+/// a cell's library), its last words are still in the stderr pipe and the
+/// relay thread dies with the process. Hand them to evcxr's own stderr pipe,
+/// which the kernel shows or logs.
+extern "C" fn drain_at_exit() {
+    let Some(drain) = EXIT_DRAIN.get() else {
+        return;
+    };
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: non-blocking reads (the pipe was made non-blocking) into our buffer.
+        let n = unsafe { libc::read(drain.stderr, buffer.as_mut_ptr().cast(), buffer.len()) };
+        if n <= 0 {
+            return;
+        }
+        // SAFETY: writing bytes we just read to a descriptor we own.
+        unsafe { libc::write(drain.original_stderr, buffer.as_ptr().cast(), n as usize) };
+    }
 }
 
 /// CPU time used by this process so far.
