@@ -31,7 +31,7 @@ pub struct Router {
     state: Mutex<MagicState>,
     running: ProcessSlot,
     rustc_version: Arc<OnceLock<String>>,
-    gpus: OnceLock<Vec<String>>,
+    gpus: Arc<OnceLock<Vec<String>>>,
 }
 
 impl Router {
@@ -44,7 +44,7 @@ impl Router {
             state: Mutex::new(MagicState::new(running.clone())),
             running,
             rustc_version: Arc::new(OnceLock::new()),
-            gpus: OnceLock::new(),
+            gpus: Arc::new(OnceLock::new()),
         }
     }
 
@@ -160,7 +160,11 @@ impl Interpreter for Router {
     fn start(&self) {
         self.engine.start();
         let version = self.rustc_version.clone();
+        let gpus = self.gpus.clone();
         std::thread::spawn(move || {
+            // The driver's /proc files answer at once; nvidia-smi (slower) only
+            // where they are missing, e.g. in some containers.
+            let _ = gpus.set(crate::magics::gpu::gpu_names());
             if let Some(found) = toolchain::rustc_version() {
                 let _ = version.set(found);
             }
@@ -173,8 +177,8 @@ impl Interpreter for Router {
             .get()
             .cloned()
             .unwrap_or_else(|| env!("FERROLAB_BUILD_RUSTC").to_owned());
-        let gpus = self.gpus.get_or_init(crate::magics::gpu::gpu_models);
-        let gpu_line = match gpus.as_slice() {
+        let gpus = self.gpus.get().map(Vec::as_slice).unwrap_or_default();
+        let gpu_line = match gpus {
             [] => String::new(),
             [one] => format!("\nGPU: {one} (%gpu for details)"),
             many => format!("\nGPUs: {} (%gpu for details)", many.join(", ")),

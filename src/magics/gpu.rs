@@ -318,8 +318,36 @@ fn bundle(report: &Report) -> MimeBundle {
     data
 }
 
-/// GPU models from the driver's /proc files (instant; for the banner).
-pub fn gpu_models() -> Vec<String> {
+/// The GPUs' names for the kernel banner: from the driver's /proc files, else
+/// from `nvidia-smi -L`; empty without a GPU.
+pub fn gpu_names() -> Vec<String> {
+    let from_proc = gpu_models();
+    if !from_proc.is_empty() {
+        return from_proc;
+    }
+    run_nvidia_smi(&["-L"])
+        .map(|listing| parse_gpu_names(&listing))
+        .unwrap_or_default()
+}
+
+/// `GPU 0: NVIDIA H100 80GB HBM3 (UUID: …)` → `NVIDIA H100 80GB HBM3`.
+fn parse_gpu_names(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| line.strip_prefix("GPU "))
+        .filter_map(|rest| rest.split_once(": "))
+        .map(|(_, name)| {
+            name.split(" (UUID")
+                .next()
+                .unwrap_or(name)
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// GPU models from the driver's /proc files (instant).
+fn gpu_models() -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
         return Vec::new();
     };
@@ -506,6 +534,12 @@ GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-11111111-2222-3333-4444-555555555555)
             })
             .contains("&lt;script&gt;")
         );
+    }
+
+    #[test]
+    fn names_from_the_listing() {
+        assert_eq!(parse_gpu_names(MIG_LIST), vec!["NVIDIA A100-SXM4-40GB"]);
+        assert!(parse_gpu_names("No devices were found").is_empty());
     }
 
     #[test]

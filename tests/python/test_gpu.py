@@ -71,7 +71,9 @@ def test_watch_updates_one_display(fake_gpu_kernel):
     assert fake_gpu_kernel.execute("%gpu watch soon").error()["ename"] == "UsageError"
 
 
-def test_banner_mentions_the_gpu_only_when_the_driver_reports_one(kernel):
-    banner = kernel.client.kernel_info(reply=True, timeout=30)["content"]["banner"]
+def test_banner_names_the_gpu(fake_gpu_kernel):
+    fake_gpu_kernel.execute("1")  # by now the start-up probe has finished
+    banner = fake_gpu_kernel.client.kernel_info(reply=True, timeout=30)["content"]["banner"]
     assert banner.startswith("ferrolab ")
-    assert ("GPU" in banner) == os.path.isdir("/proc/driver/nvidia/gpus")
+    if not os.path.isdir("/proc/driver/nvidia/gpus"):
+        assert "GPUs: NVIDIA A100-SXM4-40GB, Tesla T4 (%gpu for details)" in banner
