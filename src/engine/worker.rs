@@ -126,11 +126,16 @@ impl Worker {
             // in a terminal, signal-mode interrupts) never kills the runtime.
             command.process_group(0);
         }
+        let started = std::time::Instant::now();
         let (eval_context, outputs) = catch_unwind(AssertUnwindSafe(|| {
             EvalContext::with_subprocess_command(command)
         }))
         .map_err(|_| "evcxr panicked while starting".to_owned())?
         .map_err(|error| format!("evcxr could not start: {error}"))?;
+        log::info!(
+            "evcxr context (with its warm-up compile) in {:.2?}",
+            started.elapsed()
+        );
         let mut context = CommandContext::with_eval_context(eval_context);
         let _ = shared.process.set(context.process_handle());
         forward_lines(outputs.stdout, shared.clone(), StreamName::Stdout);
@@ -144,7 +149,9 @@ impl Worker {
             needs_prelude: true,
             runtime_pid: None,
         };
+        let prelude_started = std::time::Instant::now();
         worker.prepare_runtime(None);
+        log::info!("prelude in {:.2?}", prelude_started.elapsed());
         Ok(worker)
     }
 
@@ -251,9 +258,20 @@ impl Worker {
             );
         }
         if let Some(timing) = outputs.timing {
+            // `:timing` on: the total, then where it went (evcxr's phases).
+            let phases: Vec<String> = outputs
+                .phases
+                .iter()
+                .map(|phase| format!("{} {}ms", phase.name, phase.duration.as_millis()))
+                .collect();
+            let detail = if phases.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", phases.join(", "))
+            };
             cell.stream(
                 StreamName::Stdout,
-                &format!("Took {}ms\n", timing.as_millis()),
+                &format!("Took {}ms{detail}\n", timing.as_millis()),
             );
         }
         ExecuteOutcome::Ok {
