@@ -96,12 +96,14 @@ fn check_name(name: &str) -> Result<(), InstallError> {
 }
 
 /// The kernel.json contents for this binary.
-pub fn kernel_json(binary: &Path, display_name: &str) -> Value {
+pub fn kernel_json(binary: &Path, name: &str, display_name: &str) -> Value {
     let mut spec: Value = serde_json::from_str(KERNEL_JSON).unwrap_or_default();
     if let Some(argv) = spec.get_mut("argv").and_then(Value::as_array_mut) {
         for arg in argv.iter_mut() {
             if arg == "{ferrolab}" {
                 *arg = Value::String(binary.to_string_lossy().into_owned());
+            } else if arg == "{name}" {
+                *arg = Value::String(name.to_owned());
             }
         }
     }
@@ -129,8 +131,9 @@ pub fn install(
         source,
     })?;
     let spec =
-        serde_json::to_string_pretty(&kernel_json(&binary, display_name)).unwrap_or_default();
+        serde_json::to_string_pretty(&kernel_json(&binary, name, display_name)).unwrap_or_default();
     write("kernel.json", spec.as_bytes())?;
+    write("help.html", crate::help_page::manual().as_bytes())?;
     write("logo-32x32.png", LOGO_32)?;
     write("logo-64x64.png", LOGO_64)?;
     write("logo-svg.svg", LOGO_SVG)?;
@@ -160,14 +163,16 @@ mod tests {
 
     #[test]
     fn kernel_json_has_binary_and_message_interrupts() {
-        let spec = kernel_json(Path::new("/opt/bin/ferrolab"), "Rust (test)");
+        let spec = kernel_json(Path::new("/opt/bin/ferrolab"), "rust", "Rust (test)");
         assert_eq!(
             spec["argv"],
             serde_json::json!([
                 "/opt/bin/ferrolab",
                 "kernel",
                 "--connection-file",
-                "{connection_file}"
+                "{connection_file}",
+                "--kernel-name",
+                "rust"
             ])
         );
         assert_eq!(spec["display_name"], "Rust (test)");
@@ -198,6 +203,7 @@ mod tests {
             "logo-32x32.png",
             "logo-64x64.png",
             "logo-svg.svg",
+            "help.html",
         ] {
             assert!(installed.join(file).is_file(), "{file}");
         }

@@ -7,6 +7,7 @@
 
 pub mod cells;
 pub mod engine;
+pub mod help_page;
 pub mod install;
 pub mod kernel;
 pub mod logging;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 /// Runs the kernel for one connection file until it is shut down.
 /// Must be called before the process starts any thread (it sets environment
 /// variables).
-pub fn run_kernel(connection_file: &Path) -> anyhow::Result<()> {
+pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<()> {
     engine::toolchain::ensure_cargo_on_path();
     logging::init();
     let session = match engine::session_dir::SessionDir::create() {
@@ -36,5 +37,8 @@ pub fn run_kernel(connection_file: &Path) -> anyhow::Result<()> {
             None
         }
     };
-    kernel::serve(connection_file, Arc::new(cells::Router::new(session)))
+    kernel::serve(
+        connection_file,
+        Arc::new(cells::Router::new(session, kernel_name)),
+    )
 }

@@ -26,6 +26,9 @@ enum Command {
         /// The connection file written by the Jupyter client.
         #[arg(long = "connection-file", short = 'f')]
         connection_file: PathBuf,
+        /// The kernelspec's name (for help links to its installed manual).
+        #[arg(long, default_value = "ferrolab")]
+        kernel_name: String,
     },
     /// Install the kernelspec so Jupyter lists "Rust (ferrolab)".
     Install {
@@ -75,7 +78,10 @@ fn main() -> ExitCode {
     ferrolab::engine::relay::enter_if_child();
     evcxr::runtime_hook();
     match Cli::parse().command {
-        Command::Kernel { connection_file } => match ferrolab::run_kernel(&connection_file) {
+        Command::Kernel {
+            connection_file,
+            kernel_name,
+        } => match ferrolab::run_kernel(&connection_file, &kernel_name) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("ferrolab: {error:#}");

@@ -32,11 +32,12 @@ pub struct Router {
     running: ProcessSlot,
     rustc_version: Arc<OnceLock<String>>,
     gpus: Arc<OnceLock<Vec<String>>>,
+    kernel_name: String,
 }
 
 impl Router {
     /// A router whose engine keeps its files in `session` (removed at shutdown).
-    pub fn new(session: Option<SessionDir>) -> Self {
+    pub fn new(session: Option<SessionDir>, kernel_name: &str) -> Self {
         let running = ProcessSlot::default();
         Router {
             engine: Engine::new(session),
@@ -45,6 +46,7 @@ impl Router {
             running,
             rustc_version: Arc::new(OnceLock::new()),
             gpus: Arc::new(OnceLock::new()),
+            kernel_name: kernel_name.to_owned(),
         }
     }
 
@@ -138,6 +140,34 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The installed manual (served by the Jupyter server from the kernelspec
+    /// directory) and the Rust documentation.
+    fn help_links(&self) -> Vec<(String, String)> {
+        let manual = format!("/kernelspecs/{}/help.html", self.kernel_name);
+        vec![
+            ("ferrolab manual".to_owned(), manual.clone()),
+            ("ferrolab magics".to_owned(), format!("{manual}#magics")),
+            (
+                "ferrolab troubleshooting".to_owned(),
+                format!("{manual}#troubleshooting"),
+            ),
+            (
+                "Rust standard library".to_owned(),
+                "https://doc.rust-lang.org/std/".to_owned(),
+            ),
+            (
+                "The Rust book".to_owned(),
+                "https://doc.rust-lang.org/book/".to_owned(),
+            ),
+            (
+                "evcxr commands".to_owned(),
+                "https://github.com/evcxr/evcxr/blob/main/COMMON.md".to_owned(),
+            ),
+        ]
+    }
+}
+
 fn into_outcome(result: MagicResult) -> ExecuteOutcome {
     match result {
         Ok(result) => ExecuteOutcome::Ok {
@@ -190,6 +220,7 @@ impl Interpreter for Router {
                 env!("CARGO_PKG_VERSION")
             ),
             language_version,
+            help_links: self.help_links(),
         }
     }
 

@@ -132,7 +132,13 @@ fn render_one(error: &CompilationError, lines: &[&str], first_line: usize, out: 
             let mark_color = if message.is_primary { color } else { BLUE_BOLD };
             let mark = if message.is_primary { '^' } else { '-' };
             let label = if line_number == span.end_line && !message.label.is_empty() {
-                format!(" {}", message.label)
+                // evcxr cleans its wrapper's names out of messages, not labels.
+                format!(
+                    " {}",
+                    message
+                        .label
+                        .replace("`evcxr_variable_store`", "<end of input>")
+                )
             } else {
                 String::new()
             };

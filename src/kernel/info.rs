@@ -24,15 +24,10 @@ pub fn kernel_info(interpreter: &dyn Interpreter) -> Value {
         },
         banner: identity.banner,
         debugger: false,
-        help_links: vec![
-            HelpLink {
-                text: "Rust standard library".to_owned(),
-                url: "https://doc.rust-lang.org/std/".to_owned(),
-            },
-            HelpLink {
-                text: "evcxr commands (:help)".to_owned(),
-                url: "https://github.com/evcxr/evcxr/blob/main/COMMON.md".to_owned(),
-            },
-        ],
+        help_links: identity
+            .help_links
+            .into_iter()
+            .map(|(text, url)| HelpLink { text, url })
+            .collect(),
     })
 }

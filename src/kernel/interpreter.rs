@@ -67,6 +67,8 @@ pub enum Completeness {
 pub struct KernelIdentity {
     pub language_version: String,
     pub banner: String,
+    /// (text, url) pairs for the frontend's Help menu.
+    pub help_links: Vec<(String, String)>,
 }
 
 /// Runs cells. Implemented by the cell router.

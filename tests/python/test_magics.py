@@ -118,7 +118,8 @@ def test_interrupting_a_shell_command_stops_its_whole_group(kernel, tmp_path):
     assert reply["parent_header"]["msg_id"] == msg_id
     assert reply["content"]["ename"] == "Interrupted"
     assert not running(child), "the background shell of the command survived the interrupt"
-    assert kernel.execute("1 + 1").result_text() == "2"
+    after = kernel.execute("1 + 1")
+    assert after.result_text() == "2", (after.content, after.outputs)
 
 
 def running(pid):

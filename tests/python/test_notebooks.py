@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "tools" / "run_notebook.py"
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# colab_setup.ipynb is a Python notebook for Colab with its own test (test_colab.py).
+NOTEBOOKS = sorted(n for n in (ROOT / "notebooks").glob("*.ipynb") if n.name != "colab_setup.ipynb")
 
 
 def run(notebook, output):
@@ -72,3 +73,35 @@ def test_missing_notebook_is_a_clear_error(tmp_path):
     result = run(tmp_path / "absent.ipynb", tmp_path / "out.ipynb")
     assert result.returncode == 2
     assert "notebook not found" in result.stderr
+
+
+def test_papermill_runs_a_notebook_and_fails_on_errors(tmp_path):
+    # papermill fails a run on any error output, even in cells tagged
+    # raises-exception, so it runs magics.ipynb (the tour demonstrates errors).
+    output = tmp_path / "magics.papermill.ipynb"
+    ok = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "magics.ipynb"), str(output),
+                         "--cwd", str(ROOT / "notebooks")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    cells = nbformat.read(output, as_version=4).cells
+    assert "Writing train.csv" in json.dumps([c.get("outputs", []) for c in cells])
+    failing = tmp_path / "failing.ipynb"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "ferrolab", "display_name": "Rust (ferrolab)", "language": "rust"}
+    notebook.cells = [nbformat.v4.new_code_cell("let broken: u8 = 300;")]
+    nbformat.write(notebook, failing)
+    bad = subprocess.run([sys.executable, "-m", "papermill", str(failing), str(tmp_path / "out.ipynb")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+    saved = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert any(o.get("output_type") == "error" for c in saved.cells for o in c.get("outputs", []))
+
+
+def test_html_export_highlights_rust(tmp_path):
+    executed = tmp_path / "tour.ipynb"
+    assert run(ROOT / "notebooks" / "tour.ipynb", executed).returncode == 0
+    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", str(executed)], check=True,
+                   capture_output=True)
+    html = (tmp_path / "tour.html").read_text()
+    assert "hl-rust" in html
+    # pygments' Rust lexer marks `let` and `fn` as keywords.
+    assert '<span class="kd">let</span>' in html or '<span class="k">let</span>' in html

@@ -1,0 +1,187 @@
+"""JupyterLab in a real browser (Debian's chromium driven by Playwright): the
+launcher shows "Rust (ferrolab)" with its logo; a notebook on it runs a cell with
+output and a value, shows a compile error, stops `loop {}` with the interrupt
+button, survives "Restart Kernel" from the menu, and runs magics.
+
+A screenshot of every step goes to $FERROLAB_TEST_ARTIFACTS/browser (kept after a
+failure). Playwright never downloads a browser: it launches /usr/bin/chromium.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("FERROLAB_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("FERROLAB_TEST_ARTIFACTS", "test-artifacts")) / "browser"
+STEP_TIMEOUT_MS = 180_000
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `./kernel test` installs Debian's chromium package")
+    root = tmp_path_factory.mktemp("lab-root")
+    settings = tmp_path_factory.mktemp("lab-settings")
+    # No news or update toasts over the page.
+    overrides = settings / "overrides"
+    overrides.mkdir()
+    (overrides / "overrides.json").write_text(json.dumps({
+        "@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"},
+    }))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings / "user"),
+           "JUPYTER_CONFIG_DIR": str(settings / "config")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--ServerApp.port_retries=0", f"--LabApp.app_settings_dir={overrides}",
+         "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"JupyterLab exited: {server.stderr.read()}")
+            time.sleep(0.2)
+    yield {"url": url, "token": token, "root": root}
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+class Steps:
+    """Screenshots, numbered in order, under the artifacts folder."""
+
+    def __init__(self, page):
+        self.page = page
+        self.count = 0
+        if ARTIFACTS.exists():
+            shutil.rmtree(ARTIFACTS)
+        ARTIFACTS.mkdir(parents=True)
+        self.paths = []
+
+    def shot(self, name):
+        self.count += 1
+        path = ARTIFACTS / f"{self.count:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.paths.append(path)
+        print(f"screenshot: {path}")
+
+
+def run_cell(page, code):
+    """Types `code` into the active cell and runs it with Shift+Enter."""
+    editor = page.locator(".jp-Notebook .jp-Cell.jp-mod-active .cm-content")
+    editor.click()
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def cell_output(page, index):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-OutputArea")
+
+
+def wait_idle(page):
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=STEP_TIMEOUT_MS)
+
+
+def test_jupyterlab_round_trip(lab):
+    started = time.monotonic()
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        steps = Steps(page)
+        try:
+            page.goto(f"{lab['url']}/lab?token={lab['token']}")
+            card = page.locator(".jp-LauncherCard[title='Rust (ferrolab)']").first
+            card.wait_for()
+            logo = card.locator("img")
+            logo.wait_for()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=logo.element_handle())
+            steps.shot("launcher")
+
+            card.click()
+            page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for()
+            page.get_by_text("Rust (ferrolab)", exact=True).first.wait_for()
+            wait_idle(page)
+            steps.shot("new-notebook")
+
+            run_cell(page, 'println!("hello from the browser");\n6 * 7')
+            first = cell_output(page, 0)
+            first.get_by_text("hello from the browser").wait_for()
+            first.locator(".jp-OutputArea-executeResult").get_by_text("42", exact=True).wait_for()
+            steps.shot("output-and-value")
+
+            run_cell(page, 'let broken: u32 = "not a number";')
+            cell_output(page, 1).get_by_text(re.compile("mismatched types")).wait_for()
+            steps.shot("compile-error")
+
+            run_cell(page, 'let kept = 5;')
+            run_cell(page, 'println!("spinning"); loop { std::hint::spin_loop(); }')
+            spinning = cell_output(page, 3)
+            spinning.get_by_text("spinning").wait_for()
+            page.locator("jp-button[data-command='notebook:interrupt-kernel'], "
+                         "button[data-command='notebook:interrupt-kernel']").first.click()
+            spinning.get_by_text(re.compile("Interrupted")).wait_for()
+            wait_idle(page)
+            steps.shot("interrupted")
+
+            page.get_by_role("menuitem", name="Kernel").click()
+            page.get_by_role("menuitem", name=re.compile("^Restart Kernel…")).click()
+            page.locator(".jp-Dialog-button.jp-mod-accept").click()
+            wait_idle(page)
+            run_cell(page, "1 + 1")
+            cell_output(page, 4).locator(".jp-OutputArea-executeResult").get_by_text("2", exact=True).wait_for()
+            steps.shot("after-restart")
+
+            run_cell(page, "%pwd\n!echo hi")
+            magic = cell_output(page, 5)
+            magic.get_by_text("hi", exact=True).wait_for()
+            magic.get_by_text(str(lab["root"]), exact=False).first.wait_for()
+            steps.shot("magics")
+
+            # The kernel's help links: its manual, served by the Jupyter server.
+            page.get_by_role("menuitem", name="Help").click()
+            page.get_by_role("menuitem", name="ferrolab magics").wait_for()
+            steps.shot("help-menu")
+            page.keyboard.press("Escape")
+            manual = page.request.get(f"{lab['url']}/kernelspecs/ferrolab/help.html?token={lab['token']}")
+            assert manual.status == 200
+            assert 'id="magics"' in manual.text()
+        except Exception:
+            steps.shot("failure")
+            raise
+        finally:
+            browser.close()
+    print(f"browser test took {time.monotonic() - started:.1f}s")
