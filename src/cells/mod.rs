@@ -18,6 +18,7 @@ use crate::engine::{Engine, toolchain};
 use crate::kernel::{
     CellContext, Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity, StreamName,
 };
+use crate::magics::checkpoint;
 use crate::magics::shell::{self, ProcessSlot};
 use crate::magics::{Call, Kind, MagicError, MagicResult, MagicState, Registry};
 use crate::protocol::content::{ErrorInfo, MimeBundle};
@@ -70,7 +71,23 @@ impl Router {
                 into_outcome(run(&mut call))
             };
         match segment {
-            Segment::Rust { code, first_line } => self.engine.execute(&code, first_line, cell),
+            Segment::Rust { code, first_line } => {
+                let checkpoints = &mut state.checkpoint;
+                let (run, prepended) =
+                    match checkpoint::before_rust(&self.engine, checkpoints, &code, cell) {
+                        Ok(prepared) => prepared,
+                        Err(outcome) => return outcome,
+                    };
+                let first_line = if prepended {
+                    first_line - 1
+                } else {
+                    first_line
+                };
+                let outcome = self.engine.execute(&run, first_line, cell);
+                let succeeded = matches!(outcome, ExecuteOutcome::Ok { .. });
+                checkpoint::after_rust(checkpoints, &code, succeeded, prepended);
+                outcome
+            }
             Segment::LineMagic { name, args, .. } => match self.registry.find(Kind::Line, &name) {
                 Some(magic) => call(&name, &args, "", &magic.run),
                 None => into_outcome(Err(self.registry.unknown(Kind::Line, &name))),
@@ -253,9 +270,13 @@ impl Interpreter for Router {
                         None => {}
                     }
                 }
-                error => return error,
+                error => {
+                    checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, false);
+                    return checkpoint::explain_loss(&state.checkpoint, error);
+                }
             }
         }
+        checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, true);
         if cell.is_cancelled() {
             return ExecuteOutcome::error(
                 "Interrupted",

@@ -72,6 +72,9 @@ enum Job {
     Variables {
         done: Sender<Vec<(String, String)>>,
     },
+    ItemNames {
+        done: Sender<Vec<String>>,
+    },
     Shutdown {
         done: Sender<()>,
     },
@@ -260,6 +263,12 @@ impl Engine {
     /// Variables defined in the session, with their types.
     pub fn variables(&self) -> Vec<(String, String)> {
         self.submit(|done| Job::Variables { done })
+            .unwrap_or_default()
+    }
+
+    /// Names of the items (fns, types, traits, ...) defined in the session.
+    pub fn item_names(&self) -> Vec<String> {
+        self.submit(|done| Job::ItemNames { done })
             .unwrap_or_default()
     }
 

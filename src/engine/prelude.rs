@@ -11,7 +11,7 @@
 
 /// Item definitions; evcxr keeps them for every later cell.
 pub const ITEMS: &str = r#"
-#[allow(dead_code)]
+#[allow(dead_code, unused_macros, unused_imports)]
 mod ferrolab {
     use std::io::Write;
 
@@ -111,6 +111,40 @@ mod ferrolab {
             .collect();
         hex.join(",")
     }
+
+    #[doc(hidden)]
+    macro_rules! __checkpoint {
+        ($force:expr; $($var:ident),+ $(; $($metric:ident = $value:expr),+)? $(,)?) => {{
+            #[allow(unused_imports)]
+            use ferrolab_checkpoint::{ViaNothing as _, ViaSerde as _};
+            match ferrolab_checkpoint::in_cell::begin($force) {
+                Some(mut __save) => {
+                    $(
+                        let __ty = __save.type_of(stringify!($var), std::any::type_name_of_val(&$var));
+                        (&&ferrolab_checkpoint::Probe(&$var)).ferrolab_save(__save.writer(), stringify!($var), &__ty);
+                    )+
+                    $($( __save.metric(stringify!($metric), ($value) as f64); )+)?
+                    __save.finish()
+                }
+                None => false,
+            }
+        }};
+    }
+    pub(crate) use __checkpoint;
+
+    /// `ferrolab::checkpoint!(epoch, model; loss = val_loss)` saves the named
+    /// values from inside a running cell, at most once per
+    /// `%checkpoint auto --every` (default 10 minutes); true when it saved.
+    macro_rules! checkpoint {
+        ($($tokens:tt)+) => { crate::ferrolab::__checkpoint!(false; $($tokens)+) };
+    }
+    pub(crate) use checkpoint;
+
+    /// Like `checkpoint!`, without the rate limit.
+    macro_rules! checkpoint_now {
+        ($($tokens:tt)+) => { crate::ferrolab::__checkpoint!(true; $($tokens)+) };
+    }
+    pub(crate) use checkpoint_now;
 
     #[doc(hidden)]
     pub fn __setup() {

@@ -57,6 +57,15 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
             Job::Variables { done } => {
                 let _ = done.send(current.variables());
             }
+            Job::ItemNames { done } => {
+                let mut names: Vec<String> = current
+                    .context
+                    .defined_item_names()
+                    .map(str::to_owned)
+                    .collect();
+                names.sort();
+                let _ = done.send(names);
+            }
             Job::Shutdown { done } => {
                 // Dropping the context ends the runtime and deletes evcxr's temp dir.
                 worker = None;
@@ -88,6 +97,9 @@ fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
                 let _ = done.send(None);
             }
             Job::Variables { done } => {
+                let _ = done.send(Vec::new());
+            }
+            Job::ItemNames { done } => {
                 let _ = done.send(Vec::new());
             }
             Job::Shutdown { done } => {

@@ -8,6 +8,7 @@
 //! into the cell's single `error` output.
 
 mod args;
+pub mod checkpoint;
 mod dirs;
 mod env;
 mod files;
@@ -108,6 +109,7 @@ impl Registry {
         magics.extend(gpu::magics());
         magics.extend(timing::magics());
         magics.extend(inspect::magics());
+        magics.extend(checkpoint::magics());
         magics.sort_by_key(|magic| (magic.kind == Kind::Cell, magic.name));
         Registry { magics }
     }

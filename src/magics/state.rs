@@ -16,6 +16,8 @@ pub struct MagicState {
     pub env: BTreeMap<String, Option<String>>,
     pub bookmarks_file: Option<PathBuf>,
     pub running: ProcessSlot,
+    /// `%checkpoint`: journal, auto-save policy, runtime status.
+    pub checkpoint: super::checkpoint::CheckpointState,
 }
 
 impl MagicState {
@@ -26,6 +28,7 @@ impl MagicState {
             env: BTreeMap::new(),
             bookmarks_file: bookmarks_path(),
             running,
+            checkpoint: Default::default(),
         }
     }
 

@@ -54,12 +54,14 @@ class Kernel:
 
     def __init__(self, **manager_kwargs):
         env = manager_kwargs.pop("env", None)
+        start_kwargs = {}
+        if "cwd" in manager_kwargs:
+            start_kwargs["cwd"] = str(manager_kwargs.pop("cwd"))
+        if env is not None:
+            start_kwargs["env"] = {**os.environ, **env}
         self.manager = jupyter_client.KernelManager(kernel_name=KERNEL_NAME, **manager_kwargs)
         start = time.monotonic()
-        if env is not None:
-            self.manager.start_kernel(env={**os.environ, **env})
-        else:
-            self.manager.start_kernel()
+        self.manager.start_kernel(**start_kwargs)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

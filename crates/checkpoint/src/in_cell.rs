@@ -1,0 +1,224 @@
+//! Checkpoints from inside a running cell (`ferrolab::checkpoint!(epoch, model)`).
+//!
+//! The kernel is busy with the cell, so the session commits by itself, in the
+//! same format. Its settings come from the JSON file named by
+//! `FERROLAB_CHECKPOINT_STATE`, which the kernel rewrites before each cell:
+//! `dir`, `every_secs`, `last_commit_unix`, `types` (evcxr's type of each
+//! session variable), `session_dir` (session files to include) and
+//! `environment`. Saves are rate-limited by `every_secs` unless forced; a
+//! failure is reported on stderr and never stops the training loop.
+
+use crate::commit::Stage;
+use crate::manifest::{Manifest, Status};
+use crate::vars::VarWriter;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const STATE_ENV: &str = "FERROLAB_CHECKPOINT_STATE";
+const DEFAULT_EVERY_SECS: f64 = 600.0;
+
+/// When this process last committed (seconds since the epoch).
+static LAST_COMMIT: Mutex<f64> = Mutex::new(0.0);
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn state() -> Value {
+    std::env::var_os(STATE_ENV)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// A save in progress.
+pub struct InCell {
+    stage: Stage,
+    writer: VarWriter,
+    state: Value,
+    metrics: BTreeMap<String, f64>,
+}
+
+/// Starts a save if `--every` has passed since the last one (or `force`).
+pub fn begin(force: bool) -> Option<InCell> {
+    let state = state();
+    let every = state["every_secs"].as_f64().unwrap_or(DEFAULT_EVERY_SECS);
+    let last = state["last_commit_unix"]
+        .as_f64()
+        .unwrap_or(0.0)
+        .max(*LAST_COMMIT.lock().unwrap_or_else(|p| p.into_inner()));
+    if !force && now() - last < every {
+        return None;
+    }
+    let dir = state["dir"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("checkpoints"));
+    match Stage::begin(&dir) {
+        Ok(stage) => {
+            let writer = VarWriter::new(stage.path());
+            Some(InCell {
+                stage,
+                writer,
+                state,
+                metrics: BTreeMap::new(),
+            })
+        }
+        Err(error) => {
+            eprintln!(
+                "ferrolab: checkpoint skipped: cannot write to {}: {error}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+impl InCell {
+    pub fn writer(&mut self) -> &mut VarWriter {
+        &mut self.writer
+    }
+
+    /// The session's type name for `name` if it is a session variable (exact,
+    /// as evcxr names it), else one derived from `type_name`.
+    pub fn type_of(&self, name: &str, type_name: &str) -> String {
+        match self.state["types"][name].as_str() {
+            Some(ty) => ty.to_owned(),
+            None => short_type_name(type_name),
+        }
+    }
+
+    pub fn metric(&mut self, name: &str, value: f64) {
+        self.metrics.insert(name.to_owned(), value);
+    }
+
+    /// Commits; true when a checkpoint was written.
+    pub fn finish(self) -> bool {
+        match self.commit() {
+            Ok(message) => {
+                eprintln!("{message}");
+                true
+            }
+            Err(error) => {
+                eprintln!("ferrolab: checkpoint from inside the cell failed: {error}");
+                false
+            }
+        }
+    }
+
+    fn commit(mut self) -> Result<String, String> {
+        for entry in std::mem::take(&mut self.writer.files) {
+            self.stage.add_entry(entry);
+        }
+        if let Some(session) = self.state["session_dir"].as_str() {
+            copy_session_files(&mut self.stage, Path::new(session))?;
+        }
+        let environment = self.state["environment"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let saved = self
+            .writer
+            .variables
+            .iter()
+            .filter(|v| v.status == Status::Saved)
+            .count();
+        let mut manifest = Manifest {
+            created_unix: now(),
+            origin: "in-cell".into(),
+            variables: std::mem::take(&mut self.writer.variables),
+            metrics: self.metrics,
+            environment,
+            ..Manifest::default()
+        };
+        let not_saved: Vec<String> = manifest
+            .variables
+            .iter()
+            .filter(|v| v.status != Status::Saved)
+            .map(|v| format!("{} ({})", v.name, v.reason.clone().unwrap_or_default()))
+            .collect();
+        let path = self
+            .stage
+            .commit(&mut manifest, None)
+            .map_err(|e| format!("{e}; earlier checkpoints are intact"))?;
+        *LAST_COMMIT.lock().unwrap_or_else(|p| p.into_inner()) = manifest.created_unix;
+        let mut message = format!(
+            "ferrolab: checkpoint {} saved from inside the cell ({saved} variables, {} bytes) in {}",
+            manifest.name,
+            manifest.total_size(),
+            path.parent().unwrap_or(&path).display()
+        );
+        if !not_saved.is_empty() {
+            message.push_str(&format!("; not saved: {}", not_saved.join(", ")));
+        }
+        Ok(message)
+    }
+}
+
+fn copy_session_files(stage: &mut Stage, dir: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_file() {
+            stage
+                .copy_file(&entry.path(), &format!("session/{name}"))
+                .map_err(|e| format!("cannot copy session file {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `alloc::vec::Vec<alloc::string::String>` → `Vec<String>`: the last segment
+/// of every path, and no default hasher parameter.
+pub fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            segment.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            segment.clear();
+        } else {
+            out.push_str(&segment);
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&segment);
+    out.replace(", RandomState>", ">")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(
+            short_type_name("alloc::vec::Vec<alloc::string::String>"),
+            "Vec<String>"
+        );
+        assert_eq!(
+            short_type_name(
+                "std::collections::hash::map::HashMap<alloc::string::String, i32, std::hash::random::RandomState>"
+            ),
+            "HashMap<String, i32>"
+        );
+        assert_eq!(short_type_name("(usize, [f32; 3])"), "(usize, [f32; 3])");
+        assert_eq!(short_type_name("ctx::Model"), "Model");
+    }
+}
