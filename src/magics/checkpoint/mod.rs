@@ -583,7 +583,8 @@ pub fn after_cell(
     let due = state
         .last_commit_unix
         .is_none_or(|last| save::now_unix() - last >= auto.every.as_secs_f64());
-    if !succeeded || !due || cell.is_cancelled() {
+    // Nothing to keep yet: no variables (the definitions are in the journal).
+    if !succeeded || !due || cell.is_cancelled() || engine.variables().is_empty() {
         return;
     }
     let request = save::Request {
