@@ -14,6 +14,7 @@ mod env;
 mod files;
 pub mod gpu;
 mod inspect;
+mod kaggle;
 pub mod shell;
 mod state;
 mod timing;
@@ -110,6 +111,7 @@ impl Registry {
         magics.extend(timing::magics());
         magics.extend(inspect::magics());
         magics.extend(checkpoint::magics());
+        magics.extend(kaggle::magics());
         magics.sort_by_key(|magic| (magic.kind == Kind::Cell, magic.name));
         Registry { magics }
     }

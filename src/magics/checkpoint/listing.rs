@@ -266,7 +266,7 @@ pub fn restore_summary(report: &Report) -> String {
 
 /// Added to the error when variables were lost.
 pub fn lost_state_hint(state: &CheckpointState, lost: &[String]) -> String {
-    let dir = state.dir(None);
+    let dir = state.last_dir.clone().unwrap_or_else(|| state.dir(None));
     let newest = commit::list(&dir, Depth::Sizes)
         .ok()
         .and_then(|l| l.into_iter().rev().find(Listed::is_valid));

@@ -333,6 +333,7 @@ pub fn save(
         .commit(&mut manifest, request.label.as_deref())
         .map_err(|e| write_failure(&dir, "commit", &e))?;
     state.last_commit_unix = Some(manifest.created_unix);
+    state.last_dir = Some(dir.clone());
     ferrolab_checkpoint::crash::point("retention");
     let removed = retention::apply(&dir, &state.retention, state.restored_from.as_deref());
     Ok(Saved {

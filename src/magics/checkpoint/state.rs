@@ -42,6 +42,8 @@ pub struct CheckpointState {
     pub scratch: Option<tempfile::TempDir>,
     /// Whether the session was told about the state file.
     pub state_env_set: bool,
+    /// Where this kernel last saved (what a lost-state message looks at).
+    pub last_dir: Option<PathBuf>,
 }
 
 impl CheckpointState {
