@@ -317,6 +317,30 @@ mod tests {
     }
 
     #[test]
+    fn paths_outside_the_checkpoint_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = Manifest {
+            files: ["../outside", "vars//x", "/etc/passwd"]
+                .iter()
+                .map(|path| FileEntry {
+                    path: path.to_string(),
+                    size: 0,
+                    sha256: String::new(),
+                })
+                .collect(),
+            ..Manifest::default()
+        };
+        let problems = check(&dir, &manifest, Depth::Hashes);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.contains("unsafe path")),
+            "{problems:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn foreign_json_and_other_schemas_are_refused() {
         assert!(Manifest::from_json(&json!({"name": "x"})).is_err());
         let mut value = Manifest::default().to_json();
