@@ -78,7 +78,14 @@ impl Signer {
         if signature.is_empty() {
             return Err(SignatureError::Missing);
         }
-        if signature.len() != 64 {
+        // Lowercase hex only, as every Jupyter client sends it: an uppercase
+        // spelling of the same MAC would otherwise pass the check while
+        // looking new to the replay guard (found by tests/wire_fuzz.rs).
+        if signature.len() != 64
+            || !signature
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        {
             return Err(SignatureError::Malformed);
         }
         let tag = hex::decode(signature).map_err(|_| SignatureError::Malformed)?;
@@ -196,6 +203,20 @@ mod tests {
             signer.verify(not_hex.as_bytes(), &PARTS),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn an_uppercase_spelling_of_a_valid_signature_is_refused() {
+        let signer = Signer::new("key");
+        let parts: [&[u8]; 2] = [b"header", b"content"];
+        let signature = signer.sign(&parts);
+        assert!(signer.verify(signature.as_bytes(), &parts).is_ok());
+        let upper = signature.to_uppercase();
+        assert_ne!(upper, signature, "the signature has hex letters");
+        assert!(matches!(
+            signer.verify(upper.as_bytes(), &parts),
+            Err(SignatureError::Malformed)
+        ));
     }
 
     #[test]
