@@ -1,0 +1,125 @@
+"""Faults and load: the runtime killed with SIGKILL mid-cell, 20 restarts in a
+row, two clients on one kernel, and a long run of cells with the kernel's
+memory watched."""
+
+import os
+import queue
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from jupyter_client.session import Session
+
+from conftest import Kernel
+
+
+def kernel_process(running):
+    return psutil.Process(running.manager.provisioner.process.pid)
+
+
+def runtime_processes(running):
+    """The evcxr runtime child(ren) of the kernel (our binary with the relay)."""
+    kernel = kernel_process(running)
+    return [p for p in kernel.children(recursive=True)
+            if p.name().startswith("ferrolab") or "ferrolab" in " ".join(p.cmdline()[:1])]
+
+
+def test_sigkill_of_the_runtime_mid_cell_names_lost_variables_and_recovers():
+    running = Kernel()
+    try:
+        assert running.execute("let kept = vec![1, 2, 3];\nkept.len()").result_text() == "3"
+        msg_id = running.client.execute("std::thread::sleep(std::time::Duration::from_secs(30));")
+        deadline = time.monotonic() + 30
+        victims = []
+        while not victims and time.monotonic() < deadline:
+            victims = runtime_processes(running)
+            time.sleep(0.2)
+        assert victims, "no runtime process found"
+        time.sleep(2)  # the cell is running user code now
+        for victim in victims:
+            os.kill(victim.pid, signal.SIGKILL)
+        reply = running.client.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        content = reply["content"]
+        assert content["status"] == "error" and content["ename"] == "RuntimeCrashed"
+        assert "kept" in content["evalue"] and "SIGKILL" in "\n".join(content["traceback"])
+        assert running.execute("40 + 2").result_text() == "42"
+    finally:
+        running.shutdown()
+
+
+def session_dirs():
+    root = Path(tempfile.gettempdir()) / f"ferrolab-{os.getuid()}"
+    return {p.name for p in root.iterdir() if not p.name.startswith(".")} if root.exists() else set()
+
+
+def test_twenty_restarts_in_a_row_leave_one_working_kernel():
+    running = Kernel()
+    try:
+        assert running.execute("1 + 1").result_text() == "2"
+        for _ in range(20):
+            running.manager.restart_kernel(now=False)
+            running.client.wait_for_ready(timeout=60)
+        assert running.execute("let after = 20;\nafter + 1").result_text() == "21"
+        mine = {d for d in session_dirs() if d.startswith(f"{running.manager.provisioner.process.pid}-")}
+        assert len(mine) == 1, f"one session directory for the live kernel, found {mine}"
+        kernel = kernel_process(running)
+        assert len(runtime_processes(running)) <= 2, [p.cmdline() for p in kernel.children(recursive=True)]
+    finally:
+        running.shutdown()
+
+
+def test_two_clients_on_one_kernel_both_see_iopub():
+    running = Kernel()
+    # Its own session (and so its own ZeroMQ identity), like a second frontend.
+    other = running.manager.client(session=Session(key=running.manager.session.key))
+    other.start_channels()
+    try:
+        other.wait_for_ready(timeout=60)
+        msg_id = running.client.execute('println!("seen by both");')
+        texts = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                message = other.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                texts.append(message["content"]["text"])
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+        assert "".join(texts) == "seen by both\n"
+        running.client.get_shell_msg(timeout=60)
+    finally:
+        other.stop_channels()
+        running.shutdown()
+
+
+def test_a_thousand_cells_keep_the_kernel_memory_flat():
+    running = Kernel()
+    try:
+        kernel = kernel_process(running)
+        # Warm up: the engine (evcxr and rust-analyzer, ~300 MiB) loads behind
+        # the first Rust cell.
+        assert running.execute("let mut total = 0u64;\ntotal").result_text() == "0"
+        for i in range(50):
+            running.execute("%pwd\n!true")
+        before = kernel.memory_info().rss
+        for i in range(1000):
+            if i % 50 == 0:
+                # A Rust cell now and then (each is a compile, ~0.3 s).
+                assert running.execute(f"total += {i};\ntotal").status == "ok"
+                continue
+            outcome = running.execute(f"%pwd\n!echo {i}")
+            assert outcome.stream_text().strip().endswith(str(i))
+        after = kernel.memory_info().rss
+        growth = (after - before) / 2**20
+        print(f"1000 cells: kernel RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
+        # History holds the 1000 cells (a few hundred KB); anything near 50 MiB is a leak.
+        assert growth < 50, f"kernel grew by {growth:.1f} MiB over 1000 cells"
+    finally:
+        running.shutdown()
