@@ -1,5 +1,5 @@
 """Faults and load: the runtime killed with SIGKILL mid-cell, 20 restarts in a
-row, two clients on one kernel, and a long run of cells with the kernel's
+row, two clients on one kernel, a long run of cells and 100 MB of output with the kernel's
 memory watched."""
 
 import os
@@ -121,5 +121,43 @@ def test_a_thousand_cells_keep_the_kernel_memory_flat():
         print(f"1000 cells: kernel RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
         # History holds the 1000 cells (a few hundred KB); anything near 50 MiB is a leak.
         assert growth < 50, f"kernel grew by {growth:.1f} MiB over 1000 cells"
+    finally:
+        running.shutdown()
+
+
+def test_a_hundred_megabytes_of_output_arrive_whole_with_bounded_memory():
+    running = Kernel()
+    try:
+        kernel = kernel_process(running)
+        assert running.execute('let line = "x".repeat(99);\nline.len()').result_text() == "99"
+        before = kernel.memory_info().rss
+        client = running.client
+        msg_id = client.execute("for _ in 0..1_000_000 { println!(\"{line}\"); }")
+        received = messages = 0
+        peak = before
+        answered_meanwhile = False
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            message = client.get_iopub_msg(timeout=60)
+            peak = max(peak, kernel.memory_info().rss)
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                received += len(message["content"]["text"])
+                messages += 1
+                if messages == 5:
+                    # The kernel answers on control while the flood runs.
+                    client.control_channel.send(
+                        client.session.msg("kernel_info_request", {}))
+                    answered_meanwhile = client.get_control_msg(timeout=30)["msg_type"] == "kernel_info_reply"
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+        growth = (peak - before) / 2**20
+        print(f"100 MB of output: {received} chars in {messages} messages; kernel RSS "
+              f"{before / 2**20:.0f} MiB, peak +{growth:.0f} MiB")
+        assert received == 100 * 1_000_000
+        assert answered_meanwhile
+        assert growth < 200, f"the kernel held {growth:.0f} MiB more while streaming"
+        assert running.execute("line.len() + 1").result_text() == "100"
     finally:
         running.shutdown()
