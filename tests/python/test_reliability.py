@@ -161,3 +161,41 @@ def test_a_hundred_megabytes_of_output_arrive_whole_with_bounded_memory():
         assert running.execute("line.len() + 1").result_text() == "100"
     finally:
         running.shutdown()
+
+
+def test_a_client_that_disconnects_mid_cell_and_reconnects_sees_the_cell_go_on():
+    running = Kernel()
+    try:
+        assert running.execute("1").result_text() == "1"
+        msg_id = running.client.execute(
+            "for i in 0..40 { println!(\"tick {i}\"); "
+            "std::thread::sleep(std::time::Duration::from_millis(200)); }")
+        time.sleep(2)
+        running.client.stop_channels()  # the laptop goes to sleep
+        time.sleep(1)
+        again = running.manager.client(session=Session(key=running.manager.session.key))
+        again.start_channels()
+        texts = []
+        finished = False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not finished:
+            try:
+                message = again.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                texts.append(message["content"]["text"])
+            finished = (message["msg_type"] == "status"
+                        and message["content"]["execution_state"] == "idle")
+        seen = "".join(texts)
+        assert finished, "the reconnected client never saw the cell finish"
+        assert "tick 39" in seen and "tick 0\n" not in seen, seen
+        again.stop_channels()
+        running.client = running.manager.client()
+        running.client.start_channels()
+        running.client.wait_for_ready(timeout=60)
+        assert running.execute("2 + 2").result_text() == "4"
+    finally:
+        running.shutdown()
