@@ -199,3 +199,30 @@ def test_a_client_that_disconnects_mid_cell_and_reconnects_sees_the_cell_go_on()
         assert running.execute("2 + 2").result_text() == "4"
     finally:
         running.shutdown()
+
+
+def test_running_out_of_memory_in_a_cell_loses_the_runtime_not_the_kernel():
+    running = Kernel()
+    try:
+        assert running.execute("let before = 7u8;\nbefore").result_text() == "7"
+        runtime = runtime_processes(running)
+        assert runtime, "no runtime process found"
+        for process in runtime:
+            # A memory limit on the runtime only: what it maps now plus 256 MiB.
+            limit = process.memory_info().vms + (256 << 20)
+            process.rlimit(psutil.RLIMIT_AS, (limit, limit))
+        kernel_before = kernel_process(running).memory_info().rss
+        crashed = running.execute(
+            "let mut hog: Vec<Vec<u8>> = Vec::new();\n"
+            "loop { hog.push(vec![1u8; 64 << 20]); }", timeout=120)
+        error = crashed.error()
+        assert error is not None and error["ename"] == "RuntimeCrashed", error
+        assert "before" in error["evalue"], "the error names the lost variable"
+        shown = crashed.stream_text("stderr") + "\n".join(error["traceback"])
+        assert "memory allocation of 67108864 bytes failed" in shown, shown
+        assert kernel_process(running).is_running()
+        growth = (kernel_process(running).memory_info().rss - kernel_before) / 2**20
+        assert growth < 100, f"the kernel itself grew by {growth:.0f} MiB"
+        assert running.execute("40 + 2").result_text() == "42"
+    finally:
+        running.shutdown()
