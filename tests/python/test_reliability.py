@@ -226,3 +226,44 @@ def test_running_out_of_memory_in_a_cell_loses_the_runtime_not_the_kernel():
         assert running.execute("40 + 2").result_text() == "42"
     finally:
         running.shutdown()
+
+
+def test_a_full_disk_under_the_history_file_loses_no_cell(tmp_path):
+    import subprocess
+
+    import pytest
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip()}); run as root")
+    log_file = tmp_path / "kernel.log"
+    try:
+        history = mount / "history.jsonl"
+        running = Kernel(env={"FERROLAB_HISTORY_FILE": str(history),
+                              "FERROLAB_LOG_FILE": str(log_file), "FERROLAB_LOG": "warn"})
+        try:
+            # Fill the file system to the last byte.
+            fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+            try:
+                while True:
+                    os.write(fd, b"x" * 512)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            for i in range(5):
+                assert running.execute(f"!echo cell-{i}").stream_text() == f"cell-{i}\n"
+            running.client.history(hist_access_type="tail", n=10)
+            reply = running.client.get_shell_msg(timeout=30)
+            inputs = [entry[2] for entry in reply["content"]["history"]]
+            assert [f"!echo cell-{i}" for i in range(5)] == [x for x in inputs if x.startswith("!echo cell-")]
+            log = log_file.read_text()
+            assert log.count("history: cannot write") == 1, log
+            assert "No space left on device" in log
+        finally:
+            running.shutdown()
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
