@@ -12,6 +12,7 @@
 
 mod cell_context;
 mod control;
+mod drop_log;
 mod heartbeat;
 pub mod history;
 mod info;
@@ -118,6 +119,7 @@ fn spawn_reader(
 ) -> mpsc::UnboundedReceiver<Message> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut drops = drop_log::DropLog::new(channel);
         loop {
             let frames = match socket.recv().await {
                 Ok(message) => message.into_vec(),
@@ -133,7 +135,7 @@ fn spawn_reader(
                         break;
                     }
                 }
-                Err(error) => log::warn!("{channel}: dropped a message: {error}"),
+                Err(error) => drops.warn(&error),
             }
         }
     });

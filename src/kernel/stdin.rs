@@ -23,6 +23,7 @@ pub fn spawn(socket: RouterSocket, codec: Codec) -> mpsc::UnboundedSender<InputC
 async fn run(socket: RouterSocket, codec: Codec, mut calls: mpsc::UnboundedReceiver<InputCall>) {
     let (mut send, mut recv) = socket.split();
     let mut waiting: HashMap<String, std::sync::mpsc::Sender<String>> = HashMap::new();
+    let mut drops = super::drop_log::DropLog::new("stdin");
     loop {
         tokio::select! {
             call = calls.recv() => {
@@ -51,7 +52,7 @@ async fn run(socket: RouterSocket, codec: Codec, mut calls: mpsc::UnboundedRecei
                 let message = match codec.decode(frames) {
                     Ok(message) => message,
                     Err(error) => {
-                        log::warn!("stdin: dropped a message: {error}");
+                        drops.warn(&error);
                         continue;
                     }
                 };
