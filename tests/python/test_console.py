@@ -98,3 +98,39 @@ def test_console_continuation_completion_and_interrupt():
         terminal.keys("y", "Enter")
         time.sleep(1)
         terminal.close()
+
+
+def test_a_console_attached_to_a_running_kernel_shares_iopub_with_the_other_client():
+    from conftest import Kernel
+
+    running = Kernel()  # started the way the Jupyter server starts kernels
+    terminal = None
+    try:
+        assert running.execute("let shared = 41;\nshared").result_text() == "41"
+        connection_file = running.manager.connection_file
+        terminal = Terminal(
+            f"{sys.executable} -m jupyter_console --existing {connection_file} "
+            "--ZMQTerminalInteractiveShell.include_other_output=True")
+        terminal.wait_for(r"^In \[\d+\]:")
+        # A cell from the other client shows in the console...
+        outcome = running.execute('println!("from the notebook client {}", shared + 1);')
+        assert outcome.stream_text() == "from the notebook client 42\n"
+        terminal.wait_for(r"from the notebook client 42")
+        # ...and a cell typed in the console reaches the other client's IOPub.
+        terminal.type('println!("typed in the console {}", shared * 2);')
+        terminal.keys("Enter")
+        terminal.wait_for(r"^typed in the console 82", timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        seen = ""
+        while "typed in the console 82" not in seen and time.monotonic() < deadline:
+            try:
+                message = running.client.get_iopub_msg(timeout=1)
+            except Exception:
+                continue
+            if message["msg_type"] == "stream":
+                seen += message["content"]["text"]
+        assert "typed in the console 82" in seen
+    finally:
+        if terminal is not None:
+            terminal.close()
+        running.shutdown()
