@@ -47,9 +47,15 @@ impl SessionDir {
     }
 
     fn root() -> std::io::Result<PathBuf> {
+        Self::root_in(&std::env::temp_dir())
+    }
+
+    /// `<base>/ferrolab-<uid>`, created 0700; refused unless it is a real
+    /// directory (not a symlink) owned by this user and closed to others.
+    fn root_in(base: &Path) -> std::io::Result<PathBuf> {
         // SAFETY: getuid cannot fail.
         let uid = unsafe { libc::getuid() };
-        let root = std::env::temp_dir().join(format!("ferrolab-{uid}"));
+        let root = base.join(format!("ferrolab-{uid}"));
         match std::fs::DirBuilder::new().mode(0o700).create(&root) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -124,6 +130,29 @@ fn sweep(root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_must_be_a_private_real_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: getuid cannot fail.
+        let name = format!("ferrolab-{}", unsafe { libc::getuid() });
+        let base = tempfile::tempdir().unwrap();
+        let root = SessionDir::root_in(base.path()).unwrap();
+        assert_eq!(std::fs::metadata(&root).unwrap().mode() & 0o777, 0o700);
+        // Opened up to others: refused.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(SessionDir::root_in(base.path()).is_err());
+        // A symlink planted in its place (to a directory someone else controls): refused.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(other.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let planted = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(other.path(), planted.path().join(&name)).unwrap();
+        let error = SessionDir::root_in(planted.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("not a private directory"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_live_session_is_kept_and_a_dead_one_is_swept() {
