@@ -92,11 +92,8 @@ fn list(ctx: &mut Ctx, search: String, page: u32) -> MagicResult {
             }),
         )
         .map_err(|error| ctx.explain(error, &target))?;
-    let rows: Vec<Vec<tables::Cell>> = answer
-        .get("competitions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<tables::Cell>> = tables::items(&answer, "competitions")
+        .iter()
         .map(|competition| {
             let reference = tables::text(competition, "ref");
             let slug = slug_of(&reference);
@@ -160,13 +157,7 @@ pub fn all_pages(
         {
             return Err(KaggleError::status(404, message));
         }
-        all.extend(
-            answer
-                .get(items)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
+        all.extend(tables::items(&answer, items).iter().cloned());
         token = tables::text(&answer, "nextPageToken");
         if token.is_empty() {
             break;
@@ -467,11 +458,7 @@ fn submissions(ctx: &mut Ctx, slug: &str) -> MagicResult {
             &json!({"competitionName": slug, "page": 1, "pageToken": ""}),
         )
         .map_err(|error| ctx.explain(error, &target))?;
-    let list: Vec<Value> = answer
-        .get("submissions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let list = tables::items(&answer, "submissions");
     if list.is_empty() {
         return Ok(text_result("No submissions found"));
     }
@@ -556,11 +543,7 @@ fn leaderboard(
             &json!({"competitionName": slug, "pageSize": 20, "pageToken": ""}),
         )
         .map_err(|error| ctx.explain(error, &target))?;
-    let list: Vec<Value> = answer
-        .get("submissions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let list = tables::items(&answer, "submissions");
     if list.is_empty() {
         return Ok(text_result("No results found"));
     }

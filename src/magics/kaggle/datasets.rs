@@ -85,11 +85,8 @@ fn list(ctx: &mut Ctx, search: String, user: Option<String>, mine: bool, page: u
     let answer = api
         .call(DATASETS, "ListDatasets", &request)
         .map_err(|error| ctx.explain(error, &target))?;
-    let rows: Vec<Vec<tables::Cell>> = answer
-        .get("datasets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<tables::Cell>> = tables::items(&answer, "datasets")
+        .iter()
         .map(|dataset| {
             let reference = tables::text(dataset, "ref");
             let number = |key| {

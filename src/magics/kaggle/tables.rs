@@ -7,6 +7,16 @@ use super::client::as_u64;
 use crate::protocol::content::MimeBundle;
 use serde_json::Value;
 
+/// The array under `key` in an API answer; empty when the field is absent
+/// (the API leaves out empty lists).
+pub fn items<'a>(answer: &'a Value, key: &str) -> &'a [Value] {
+    answer
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
 pub struct Column {
     pub title: &'static str,
     pub right: bool,
