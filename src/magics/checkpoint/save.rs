@@ -196,27 +196,35 @@ fn evcxr_cargo_lock() -> Option<PathBuf> {
     None
 }
 
-/// Kernel, compiler and machine, for restore-time warnings.
+/// Kernel, compiler and machine, for restore-time warnings. The parts that
+/// cannot change while the kernel lives (they cost a `rustc -V` and a GPU probe)
+/// are found once; the working directory is read each time.
 pub fn environment() -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    env.insert("ferrolab".into(), env!("CARGO_PKG_VERSION").into());
-    env.insert("evcxr".into(), "0.22".into());
-    if let Some(rustc) = crate::engine::toolchain::rustc_version() {
-        env.insert("rustc".into(), rustc);
-    }
-    env.insert(
-        "target".into(),
-        format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
-    );
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        env.insert("host".into(), host.trim().to_owned());
-    }
-    // SAFETY: getuid cannot fail.
-    env.insert("uid".into(), unsafe { libc::getuid() }.to_string());
-    let gpus = crate::magics::gpu::gpu_names();
-    if !gpus.is_empty() {
-        env.insert("gpu".into(), gpus.join(", "));
-    }
+    static FIXED: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+    let mut env = FIXED
+        .get_or_init(|| {
+            let mut env = BTreeMap::new();
+            env.insert("ferrolab".into(), env!("CARGO_PKG_VERSION").into());
+            env.insert("evcxr".into(), "0.22".into());
+            if let Some(rustc) = crate::engine::toolchain::rustc_version() {
+                env.insert("rustc".into(), rustc);
+            }
+            env.insert(
+                "target".into(),
+                format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            );
+            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                env.insert("host".into(), host.trim().to_owned());
+            }
+            // SAFETY: getuid cannot fail.
+            env.insert("uid".into(), unsafe { libc::getuid() }.to_string());
+            let gpus = crate::magics::gpu::gpu_names();
+            if !gpus.is_empty() {
+                env.insert("gpu".into(), gpus.join(", "));
+            }
+            env
+        })
+        .clone();
     if let Ok(cwd) = std::env::current_dir() {
         env.insert("cwd".into(), cwd.to_string_lossy().into_owned());
     }
