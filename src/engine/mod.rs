@@ -260,10 +260,14 @@ impl Engine {
         .flatten()
     }
 
-    /// Variables defined in the session, with their types.
+    /// Variables defined in the session, with their types (ferrolab's own
+    /// `__ferrolab…` helpers left out).
     pub fn variables(&self) -> Vec<(String, String)> {
-        self.submit(|done| Job::Variables { done })
-            .unwrap_or_default()
+        let mut variables = self
+            .submit(|done| Job::Variables { done })
+            .unwrap_or_default();
+        variables.retain(|(name, _)| !name.starts_with("__ferrolab"));
+        variables
     }
 
     /// Names of the items (fns, types, traits, ...) defined in the session.

@@ -114,7 +114,7 @@ mod ferrolab {
 
     #[doc(hidden)]
     macro_rules! __checkpoint {
-        ($force:expr; $($var:ident),+ $(; $($metric:ident = $value:expr),+)? $(,)?) => {{
+        (@save $force:expr; $($var:ident),+ ; $($metric:ident = $value:expr),* ; $($file:expr),*) => {{
             #[allow(unused_imports)]
             use ferrolab_checkpoint::{ViaNothing as _, ViaSerde as _};
             match ferrolab_checkpoint::in_cell::begin($force) {
@@ -123,11 +123,21 @@ mod ferrolab {
                         let __ty = __save.type_of(stringify!($var), std::any::type_name_of_val(&$var));
                         (&&ferrolab_checkpoint::Probe(&$var)).ferrolab_save(__save.writer(), stringify!($var), &__ty);
                     )+
-                    $($( __save.metric(stringify!($metric), ($value) as f64); )+)?
+                    $( __save.metric(stringify!($metric), ($value) as f64); )*
+                    $( __save.file($file); )*
                     __save.finish()
                 }
                 None => false,
             }
+        }};
+        ($force:expr; $($var:ident),+ ; files = [$($file:expr),* $(,)?] $(,)?) => {{
+            crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; ; $($file),*)
+        }};
+        ($force:expr; $($var:ident),+ ; $($metric:ident = $value:expr),+ ; files = [$($file:expr),* $(,)?] $(,)?) => {{
+            crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; $($metric = $value),+ ; $($file),*)
+        }};
+        ($force:expr; $($var:ident),+ $(; $($metric:ident = $value:expr),+)? $(,)?) => {{
+            crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; $($($metric = $value),+)? ; )
         }};
     }
     pub(crate) use __checkpoint;
@@ -135,6 +145,7 @@ mod ferrolab {
     /// `ferrolab::checkpoint!(epoch, model; loss = val_loss)` saves the named
     /// values from inside a running cell, at most once per
     /// `%checkpoint auto --every` (default 10 minutes); true when it saved.
+    /// `; files = ["model.safetensors"]` at the end includes files (weights).
     macro_rules! checkpoint {
         ($($tokens:tt)+) => { crate::ferrolab::__checkpoint!(false; $($tokens)+) };
     }

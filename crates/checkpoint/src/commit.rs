@@ -7,9 +7,14 @@
 //! fsynced. Validity rests on the manifest and its hashes, never on the rename
 //! alone (a copying file system, such as a FUSE drive, may not rename
 //! atomically).
+//!
+//! Checkpoints hold every variable and the code journal, so directories are
+//! created 0700 and files 0600. A checkpoint is found by its full directory
+//! name, its number (`ckpt-000003` or `3`) or the name given at save time
+//! (the newest wins when several share it): see [`resolve`].
 
 use crate::crash;
-use crate::hash::{HashingWriter, hash_file};
+use crate::hash::HashingWriter;
 use crate::manifest::{self, FileEntry, MANIFEST, Manifest};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -18,6 +23,26 @@ use std::path::{Path, PathBuf};
 pub const PREFIX: &str = "ckpt-";
 const TMP_PREFIX: &str = ".tmp-ckpt-";
 const TRASH_PREFIX: &str = ".trash-";
+
+/// Creates `path` (and missing parents) with mode 0700.
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Creates a new file with mode 0600 (truncating one that exists).
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
 
 /// A checkpoint being written. Dropped without [`commit`](Stage::commit), it
 /// removes its directory.
@@ -31,13 +56,16 @@ pub struct Stage {
 impl Stage {
     /// Creates `root` if needed and a private staging directory in it.
     pub fn begin(root: &Path) -> io::Result<Stage> {
-        fs::create_dir_all(root)?;
+        create_private_dir_all(root)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let dir = root.join(format!("{TMP_PREFIX}{}-{nanos}", std::process::id()));
-        fs::create_dir(&dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        }
         Ok(Stage {
             root: root.to_owned(),
             dir,
@@ -69,10 +97,12 @@ impl Stage {
     fn copy_from(&mut self, source: &mut dyn Read, rel: &str) -> io::Result<()> {
         let path = self.dir.join(rel);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+            create_private_dir_all(parent)?;
         }
-        let mut writer =
-            HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(&path)?));
+        let mut writer = HashingWriter::new(BufWriter::with_capacity(
+            1 << 20,
+            create_private_file(&path)?,
+        ));
         io::copy(source, &mut writer)?;
         writer.flush()?;
         let (buffered, size, sha256) = writer.finish();
@@ -109,7 +139,7 @@ impl Stage {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let temp = self.dir.join(format!("{MANIFEST}.tmp"));
         {
-            let mut file = File::create(&temp)?;
+            let mut file = create_private_file(&temp)?;
             file.write_all(&text)?;
             file.sync_all()?;
         }
@@ -155,7 +185,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temp = path.with_extension("tmp");
     {
-        let mut file = File::create(&temp)?;
+        let mut file = create_private_file(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
@@ -167,9 +197,94 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// `ckpt-000042` and `ckpt-000042-label` → 42.
-fn number_of(name: &str) -> Option<u64> {
+pub fn number_of(name: &str) -> Option<u64> {
     let rest = name.strip_prefix(PREFIX)?;
-    rest.split('-').next()?.parse().ok()
+    let digits = rest.split('-').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `ckpt-000042-after50` → `after50`.
+pub fn label_of(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (_, label) = rest.split_once('-')?;
+    (!label.is_empty()).then_some(label)
+}
+
+/// Why a name given at save time cannot be used (None: it can). Names that
+/// restore reads as something else (`latest`, `best`, a number) are refused.
+pub fn label_problem(label: &str) -> Option<String> {
+    let valid = !label.is_empty()
+        && label.len() <= 64
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !label.starts_with(['.', '-']);
+    if !valid {
+        return Some(format!(
+            "checkpoint name `{label}`: use letters, digits, '-', '_' and '.' (up to 64, not starting with '.' or '-')"
+        ));
+    }
+    if label.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!(
+            "checkpoint name `{label}` would be read as a sequence number; add a letter"
+        ));
+    }
+    if matches!(label, "latest" | "best") || label.starts_with(PREFIX) {
+        return Some(format!(
+            "checkpoint name `{label}` is reserved (restore reads `latest`, `best` and `ckpt-…` specially)"
+        ));
+    }
+    None
+}
+
+/// Which checkpoint a name typed by the user means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Index into the listing.
+    Found(usize),
+    /// Index of the newest of several checkpoints sharing the name, and how
+    /// many share it.
+    Newest(usize, usize),
+    NotFound,
+}
+
+/// Finds `typed` in `listed` (oldest first): the full directory name, the
+/// sequence number (`ckpt-000003` or `3`), or the name given at save time,
+/// in that order of preference; the newest wins among equal names.
+pub fn resolve(listed: &[Listed], typed: &str) -> Resolution {
+    if let Some(index) = listed.iter().position(|l| l.name == typed) {
+        return Resolution::Found(index);
+    }
+    let wanted = typed
+        .strip_prefix(PREFIX)
+        .unwrap_or(typed)
+        .parse::<u64>()
+        .ok()
+        .filter(|_| {
+            typed
+                .trim_start_matches(PREFIX)
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        });
+    if let Some(number) = wanted
+        && let Some(index) = listed.iter().rposition(|l| l.number == number)
+    {
+        return Resolution::Found(index);
+    }
+    let same: Vec<usize> = listed
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| label_of(&l.name) == Some(typed))
+        .map(|(i, _)| i)
+        .collect();
+    match same.as_slice() {
+        [] => Resolution::NotFound,
+        [one] => Resolution::Found(*one),
+        [.., newest] => Resolution::Newest(*newest, same.len()),
+    }
 }
 
 fn next_number(root: &Path) -> io::Result<u64> {
@@ -200,9 +315,19 @@ impl Listed {
 }
 
 /// Every `ckpt-*` directory under `root`, oldest first. A manifest that does
-/// not parse, or files of the wrong size (or hash, with `depth`), make the
-/// entry invalid with the reason. A missing root lists nothing.
+/// not parse or validate, or files of the wrong size (or hash, with `depth`),
+/// make the entry invalid with the reason. A missing root lists nothing.
 pub fn list(root: &Path, depth: manifest::Depth) -> io::Result<Vec<Listed>> {
+    list_with(root, depth, &|| false)
+}
+
+/// [`list`], asking `cancel` while hashing; a cancelled listing is an
+/// `Interrupted` error.
+pub fn list_with(
+    root: &Path,
+    depth: manifest::Depth,
+    cancel: &dyn Fn() -> bool,
+) -> io::Result<Vec<Listed>> {
     let entries = match fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -220,13 +345,25 @@ pub fn list(root: &Path, depth: manifest::Depth) -> io::Result<Vec<Listed>> {
         }
         let path = entry.path();
         let manifest = manifest::read(&path).and_then(|manifest| {
-            let problems = manifest::check(&path, &manifest, depth);
+            if manifest.name != name {
+                return Err(format!(
+                    "the manifest names {:?}, not this folder",
+                    manifest.name
+                ));
+            }
+            let problems = manifest::check(&path, &manifest, depth, cancel);
             if problems.is_empty() {
                 Ok(manifest)
             } else {
                 Err(problems.join("; "))
             }
         });
+        if cancel() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "interrupted while checking checkpoints",
+            ));
+        }
         listed.push(Listed {
             name,
             number,
@@ -280,11 +417,6 @@ pub fn sweep(root: &Path) -> usize {
     removed
 }
 
-/// Re-hashes one file (for `verify`).
-pub fn rehash(path: &Path) -> io::Result<(u64, String)> {
-    hash_file(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +458,65 @@ mod tests {
         let listed = list(&root, Depth::Hashes).unwrap();
         let reason = listed[1].manifest.as_ref().unwrap_err();
         assert!(reason.contains("SHA-256"), "{reason}");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn names_resolve_as_typed_and_the_newest_of_equal_names_wins() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_root("resolve");
+        let labelled = |label: &str| {
+            let mut stage = Stage::begin(&root).unwrap();
+            stage
+                .write_file("vars/x.msgpack", label.as_bytes())
+                .unwrap();
+            stage.commit(&mut Manifest::default(), Some(label)).unwrap()
+        };
+        let first = labelled("first");
+        save(&root, b"plain");
+        let again = labelled("first");
+        let listed = list(&root, Depth::Hashes).unwrap();
+        assert_eq!(resolve(&listed, "ckpt-000001-first"), Resolution::Found(0));
+        assert_eq!(resolve(&listed, "ckpt-000002"), Resolution::Found(1));
+        assert_eq!(resolve(&listed, "2"), Resolution::Found(1));
+        assert_eq!(resolve(&listed, "first"), Resolution::Newest(2, 2));
+        assert_eq!(resolve(&listed, "second"), Resolution::NotFound);
+        assert_eq!(resolve(&listed, "9"), Resolution::NotFound);
+        assert!(again.ends_with("ckpt-000003-first"));
+        // Private: the checkpoint holds every variable and the code journal.
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&first), 0o700);
+        assert_eq!(mode(&first.join("vars")), 0o700);
+        assert_eq!(mode(&first.join("vars/x.msgpack")), 0o600);
+        assert_eq!(mode(&first.join(MANIFEST)), 0o600);
+        assert!(label_problem("after50").is_none());
+        for bad in ["3", "latest", "best", "ckpt-1", "../x", ".hidden", ""] {
+            assert!(label_problem(bad).is_some(), "{bad}");
+        }
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_data_file_swapped_for_a_symlink_to_dev_zero_is_invalid_at_once() {
+        let root = temp_root("symlink");
+        let saved = save(&root, b"0123456789");
+        let data = saved.join("vars/x.msgpack");
+        fs::remove_file(&data).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &data).unwrap();
+        for depth in [Depth::Sizes, Depth::Hashes] {
+            let listed = list(&root, depth).unwrap();
+            let reason = listed[0].manifest.as_ref().unwrap_err();
+            assert!(reason.contains("not a regular file"), "{reason}");
+        }
+        // A symlinked folder on the way is refused too.
+        fs::remove_file(&data).unwrap();
+        let elsewhere = root.join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("x.msgpack"), b"0123456789").unwrap();
+        fs::remove_dir(saved.join("vars")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, saved.join("vars")).unwrap();
+        let listed = list(&root, Depth::Hashes).unwrap();
+        assert!(listed[0].manifest.as_ref().unwrap_err().contains("symlink"));
         fs::remove_dir_all(root).unwrap();
     }
 

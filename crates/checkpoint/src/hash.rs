@@ -1,5 +1,10 @@
 //! SHA-256 while writing (so a variable is hashed in the same pass that writes
 //! it) and over existing files (streamed in 1 MiB blocks).
+//!
+//! Invariant for files a checkpoint lists: only a regular file is read (never
+//! through a symlink, never a FIFO or device, which could block or never end),
+//! never more than the size the manifest records, and the caller's `cancel`
+//! is asked between blocks so an interrupt stops a long hash.
 
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
@@ -77,6 +82,88 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     Ok((bytes, to_hex(&hasher.finalize())))
 }
 
+/// Why a listed file could not be hashed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HashProblem {
+    /// Not a regular file (a symlink, a directory, a device, a FIFO).
+    NotRegular,
+    /// A different size from the expected one.
+    Size(u64),
+    /// The caller's `cancel` answered true.
+    Cancelled,
+    Io(String),
+}
+
+impl std::fmt::Display for HashProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashProblem::NotRegular => write!(f, "not a regular file (a symlink or special file)"),
+            HashProblem::Size(size) => write!(f, "{size} bytes"),
+            HashProblem::Cancelled => write!(f, "interrupted"),
+            HashProblem::Io(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Opens `path` only if it is a regular file reached without following a
+/// symlink in its last component; never blocks on a FIFO.
+pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64), HashProblem> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let before = std::fs::symlink_metadata(path).map_err(|e| HashProblem::Io(e.to_string()))?;
+    if !before.file_type().is_file() {
+        return Err(HashProblem::NotRegular);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => HashProblem::NotRegular,
+            _ => HashProblem::Io(e.to_string()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| HashProblem::Io(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(HashProblem::NotRegular);
+    }
+    Ok((file, meta.len()))
+}
+
+/// SHA-256 of a listed file: a regular file of exactly `expected` bytes, read
+/// in blocks with `cancel` asked between them.
+pub fn hash_listed(
+    path: &Path,
+    expected: u64,
+    cancel: &dyn Fn() -> bool,
+) -> Result<String, HashProblem> {
+    let (file, size) = open_regular(path)?;
+    if size != expected {
+        return Err(HashProblem::Size(size));
+    }
+    let mut reader = file.take(expected);
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        if cancel() {
+            return Err(HashProblem::Cancelled);
+        }
+        let read = reader
+            .read(&mut buffer)
+            .map_err(|e| HashProblem::Io(e.to_string()))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        bytes += read as u64;
+    }
+    if bytes != expected {
+        return Err(HashProblem::Size(bytes));
+    }
+    Ok(to_hex(&hasher.finalize()))
+}
+
 fn to_hex(digest: &[u8]) -> String {
     use std::fmt::Write as _;
     digest.iter().fold(String::new(), |mut out, byte| {
@@ -104,7 +191,38 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("abc");
         std::fs::write(&path, b"abc").unwrap();
-        assert_eq!(hash_file(&path).unwrap(), (3, digest));
+        assert_eq!(hash_file(&path).unwrap(), (3, digest.clone()));
+        assert_eq!(hash_listed(&path, 3, &|| false), Ok(digest));
+        assert_eq!(hash_listed(&path, 4, &|| false), Err(HashProblem::Size(3)));
+        assert_eq!(hash_listed(&path, 3, &|| true), Err(HashProblem::Cancelled));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn symlinks_and_devices_are_never_read() {
+        let dir = std::env::temp_dir().join(format!("ferrolab-hash-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("zero");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        // /dev/zero never ends: reading it would hang; it must be refused at once.
+        assert_eq!(
+            hash_listed(&link, 1 << 40, &|| false),
+            Err(HashProblem::NotRegular)
+        );
+        assert_eq!(
+            hash_listed(Path::new("/dev/zero"), 1 << 40, &|| false),
+            Err(HashProblem::NotRegular)
+        );
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            hash_listed(&fifo, 10, &|| false),
+            Err(HashProblem::NotRegular)
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

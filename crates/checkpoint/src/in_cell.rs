@@ -1,17 +1,16 @@
 //! Checkpoints from inside a running cell (`ferrolab::checkpoint!(epoch, model)`).
 //!
 //! The kernel is busy with the cell, so the session commits by itself, in the
-//! same format. Its settings come from the JSON file named by
-//! `FERROLAB_CHECKPOINT_STATE`, which the kernel rewrites before each cell:
-//! `dir`, `every_secs`, `last_commit_unix`, `types` (evcxr's type of each
-//! session variable), `session_dir` (session files to include) and
-//! `environment`. Saves are rate-limited by `every_secs` unless forced; a
-//! failure is reported on stderr and never stops the training loop.
+//! same format. Its [`Settings`] come from the JSON file named by
+//! `FERROLAB_CHECKPOINT_STATE`, which the kernel rewrites before each cell.
+//! Saves are rate-limited by `every_secs` unless forced; a failure (a missing
+//! weights file included) is reported on stderr, commits nothing and never
+//! stops the training loop.
 
 use crate::commit::Stage;
-use crate::manifest::{Manifest, Status};
+use crate::manifest::{Manifest, Status, UserFile};
 use crate::vars::VarWriter;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,44 +29,97 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn state() -> Value {
-    std::env::var_os(STATE_ENV)
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null)
+/// What the kernel tells the session before each cell (one struct, written
+/// by the kernel and read here).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    /// The local folder checkpoints are committed in (the destination, or
+    /// the spool the kernel uploads from).
+    pub dir: PathBuf,
+    pub every_secs: f64,
+    pub last_commit_unix: f64,
+    /// evcxr's type of each session variable (valid Rust in the session).
+    pub types: BTreeMap<String, String>,
+    /// Session files (journal, items, deps) to include.
+    pub session_dir: Option<PathBuf>,
+    pub environment: BTreeMap<String, String>,
+}
+
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Settings {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "dir": self.dir,
+            "every_secs": self.every_secs,
+            "last_commit_unix": self.last_commit_unix,
+            "types": self.types,
+            "session_dir": self.session_dir,
+            "environment": self.environment,
+        })
+    }
+
+    pub fn from_json(value: &Value) -> Settings {
+        Settings {
+            dir: value["dir"]
+                .as_str()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("checkpoints")),
+            every_secs: value["every_secs"].as_f64().unwrap_or(DEFAULT_EVERY_SECS),
+            last_commit_unix: value["last_commit_unix"].as_f64().unwrap_or(0.0),
+            types: string_map(&value["types"]),
+            session_dir: value["session_dir"].as_str().map(PathBuf::from),
+            environment: string_map(&value["environment"]),
+        }
+    }
+
+    /// The settings the kernel wrote for this cell (defaults without one).
+    pub fn current() -> Settings {
+        let value = std::env::var_os(STATE_ENV)
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null);
+        Settings::from_json(&value)
+    }
 }
 
 /// A save in progress.
 pub struct InCell {
     stage: Stage,
     writer: VarWriter,
-    state: Value,
+    settings: Settings,
     metrics: BTreeMap<String, f64>,
+    files: Vec<String>,
 }
 
 /// Starts a save if `--every` has passed since the last one (or `force`).
 pub fn begin(force: bool) -> Option<InCell> {
-    let state = state();
-    let every = state["every_secs"].as_f64().unwrap_or(DEFAULT_EVERY_SECS);
-    let last = state["last_commit_unix"]
-        .as_f64()
-        .unwrap_or(0.0)
+    let settings = Settings::current();
+    let last = settings
+        .last_commit_unix
         .max(*LAST_COMMIT.lock().unwrap_or_else(|p| p.into_inner()));
-    if !force && now() - last < every {
+    if !force && now() - last < settings.every_secs {
         return None;
     }
-    let dir = state["dir"]
-        .as_str()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("checkpoints"));
+    let dir = settings.dir.clone();
     match Stage::begin(&dir) {
         Ok(stage) => {
             let writer = VarWriter::new(stage.path());
             Some(InCell {
                 stage,
                 writer,
-                state,
+                settings,
                 metrics: BTreeMap::new(),
+                files: Vec::new(),
             })
         }
         Err(error) => {
@@ -88,14 +140,21 @@ impl InCell {
     /// The session's type name for `name` if it is a session variable (exact,
     /// as evcxr names it), else one derived from `type_name`.
     pub fn type_of(&self, name: &str, type_name: &str) -> String {
-        match self.state["types"][name].as_str() {
-            Some(ty) => ty.to_owned(),
+        match self.settings.types.get(name) {
+            Some(ty) => ty.clone(),
             None => short_type_name(type_name),
         }
     }
 
     pub fn metric(&mut self, name: &str, value: f64) {
         self.metrics.insert(name.to_owned(), value);
+    }
+
+    /// Includes a file (model weights written with `VarMap::save`, say) in
+    /// this checkpoint; a restore puts it back.
+    pub fn file(&mut self, path: impl AsRef<Path>) {
+        self.files
+            .push(path.as_ref().to_string_lossy().into_owned());
     }
 
     /// Commits; true when a checkpoint was written.
@@ -116,17 +175,26 @@ impl InCell {
         for entry in std::mem::take(&mut self.writer.files) {
             self.stage.add_entry(entry);
         }
-        if let Some(session) = self.state["session_dir"].as_str() {
-            copy_session_files(&mut self.stage, Path::new(session))?;
+        if let Some(session) = &self.settings.session_dir {
+            copy_session_files(&mut self.stage, session)?;
         }
-        let environment = self.state["environment"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut user_files = Vec::new();
+        for (index, named) in self.files.iter().enumerate() {
+            let source = Path::new(named);
+            let base = source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let stored = format!("files/{index:04}-{base}");
+            self.stage
+                .copy_file(source, &stored)
+                .map_err(|e| format!("{named}: {e}; nothing was saved"))?;
+            user_files.push(UserFile {
+                original: crate::manifest::restore_name(source),
+                stored,
+            });
+        }
+        let environment = std::mem::take(&mut self.settings.environment);
         let saved = self
             .writer
             .variables
@@ -139,6 +207,7 @@ impl InCell {
             variables: std::mem::take(&mut self.writer.variables),
             metrics: self.metrics,
             environment,
+            user_files,
             ..Manifest::default()
         };
         let not_saved: Vec<String> = manifest
@@ -171,7 +240,7 @@ fn copy_session_files(stage: &mut Stage, dir: &Path) -> Result<(), String> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.path().is_file() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
             stage
                 .copy_file(&entry.path(), &format!("session/{name}"))
                 .map_err(|e| format!("cannot copy session file {name}: {e}"))?;

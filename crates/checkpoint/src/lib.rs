@@ -23,4 +23,4 @@ pub mod manifest;
 pub mod vars;
 
 pub use manifest::{FileEntry, Manifest, Status, UserFile, Variable};
-pub use vars::{Probe, VarWriter, ViaNothing, ViaSerde, load};
+pub use vars::{Probe, VarWriter, ViaNothing, ViaSerde, load, load_slot};

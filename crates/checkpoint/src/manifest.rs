@@ -3,8 +3,12 @@
 //! Converted to and from JSON by hand (through `serde_json::Value`) so the
 //! session build needs no proc macros. Unknown fields are ignored, so a newer
 //! kernel can add some; `schema` changes only when old readers would misread.
+//!
+//! A manifest is data, never trusted code: [`Manifest::validate`] accepts only
+//! variable names that are Rust identifiers and paths that stay inside the
+//! checkpoint, each listed in the file table (so each is hash-checked).
 
-use crate::hash::hash_file;
+use crate::hash::{HashProblem, hash_listed};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -217,16 +221,172 @@ impl Manifest {
     }
 }
 
-/// Reads and parses `dir/MANIFEST.json`.
+/// How a saved user file is recorded (its restore target): relative to the
+/// current directory when it lies inside it (no `.` or `..` left), else its
+/// absolute path (which a restore refuses to write to, naming it).
+pub fn restore_name(file: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let absolute = if file.is_absolute() {
+        file.to_owned()
+    } else {
+        cwd.as_ref()
+            .map_or_else(|| file.to_owned(), |c| c.join(file))
+    };
+    let mut clean = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    match cwd.as_ref().and_then(|c| clean.strip_prefix(c).ok()) {
+        Some(inside) if !inside.as_os_str().is_empty() => inside.to_string_lossy().into_owned(),
+        _ => clean.to_string_lossy().into_owned(),
+    }
+}
+
+/// A path inside a checkpoint or under a restore directory: relative,
+/// `/`-separated, with no empty, `.` or `..` part, no backslash and no NUL.
+pub fn is_safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains(['\\', '\0'])
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut",
+    "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "type",
+    "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
+];
+
+/// A Rust identifier that can name a `let` binding: ASCII or Unicode
+/// letters, digits and `_`, not starting with a digit, not `_` alone, not a
+/// keyword unless written raw (`r#type`).
+pub fn is_identifier(name: &str) -> bool {
+    let (raw, body) = match name.strip_prefix("r#") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    let mut chars = body.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first == '_' || first.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+        && body != "_"
+        && (raw || !KEYWORDS.contains(&body))
+        && !(raw && matches!(body, "crate" | "self" | "super" | "Self"))
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Manifest {
+    /// Refuses what restore must never act on: names that are not
+    /// identifiers, paths outside the checkpoint, files not in the hashed
+    /// table. A user file's `original` (its restore target) may be absolute
+    /// (restore refuses that entry alone) but never contains `..`.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut listed = std::collections::BTreeSet::new();
+        for file in &self.files {
+            if !is_safe_relative(&file.path) {
+                return Err(format!("{}: unsafe path in the manifest", file.path));
+            }
+            if !is_sha256_hex(&file.sha256) {
+                return Err(format!("{}: malformed SHA-256 in the manifest", file.path));
+            }
+            if !listed.insert(file.path.as_str()) {
+                return Err(format!("{}: listed twice in the manifest", file.path));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for variable in &self.variables {
+            if !is_identifier(&variable.name) {
+                return Err(format!(
+                    "variable name {:?} is not a Rust identifier",
+                    variable.name
+                ));
+            }
+            if !names.insert(variable.name.as_str()) {
+                return Err(format!("variable `{}` is listed twice", variable.name));
+            }
+            if let Some(file) = &variable.file
+                && !listed.contains(file.as_str())
+            {
+                return Err(format!(
+                    "variable `{}`: its file {file:?} is not in the manifest's file table",
+                    variable.name
+                ));
+            }
+        }
+        for file in &self.user_files {
+            if !listed.contains(file.stored.as_str()) {
+                return Err(format!(
+                    "user file {:?}: {:?} is not in the manifest's file table",
+                    file.original, file.stored
+                ));
+            }
+            let target = file.original.trim_start_matches('/');
+            if file.original.is_empty() || !is_safe_relative(target) {
+                return Err(format!(
+                    "user file {:?}: unsafe restore path in the manifest",
+                    file.original
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest `MANIFEST.json` read (a real one is a few KB per variable).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Reads, parses and validates `dir/MANIFEST.json` (a regular file, never
+/// through a symlink, at most [`MAX_MANIFEST_BYTES`]).
 pub fn read(dir: &Path) -> Result<Manifest, String> {
+    let text = read_text(dir)?;
+    parse(&text)
+}
+
+/// The manifest's text (see [`read`] for what is refused).
+pub fn read_text(dir: &Path) -> Result<String, String> {
+    use std::io::Read;
     let path = dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "no MANIFEST.json (an unfinished save)".to_owned(),
-        _ => format!("cannot read MANIFEST.json: {e}"),
-    })?;
+    let (file, size) = match crate::hash::open_regular(&path) {
+        Ok(opened) => opened,
+        Err(HashProblem::Io(_)) if std::fs::symlink_metadata(&path).is_err() => {
+            return Err("no MANIFEST.json (an unfinished save)".to_owned());
+        }
+        Err(problem) => return Err(format!("cannot read MANIFEST.json: {problem}")),
+    };
+    if size > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "MANIFEST.json is {size} bytes, too large to be one"
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read MANIFEST.json: {e}"))?;
+    Ok(text)
+}
+
+/// Parses and validates manifest text.
+pub fn parse(text: &str) -> Result<Manifest, String> {
     let value: Value =
-        serde_json::from_str(&text).map_err(|e| format!("MANIFEST.json does not parse: {e}"))?;
-    Manifest::from_json(&value)
+        serde_json::from_str(text).map_err(|e| format!("MANIFEST.json does not parse: {e}"))?;
+    let manifest = Manifest::from_json(&value)?;
+    manifest.validate()?;
+    Ok(manifest)
 }
 
 /// How thoroughly [`check`] looks at the files.
@@ -238,38 +398,70 @@ pub enum Depth {
     Hashes,
 }
 
-/// Problems with the files a manifest lists (empty: the checkpoint is valid).
-pub fn check(dir: &Path, manifest: &Manifest, depth: Depth) -> Vec<String> {
+/// Problems with the files a manifest lists (empty: the checkpoint is
+/// valid). Only regular files are looked at, never through a symlink; with
+/// [`Depth::Hashes`], at most each file's recorded size is read and `cancel`
+/// is asked between blocks (a cancelled check reports `interrupted`).
+pub fn check(
+    dir: &Path,
+    manifest: &Manifest,
+    depth: Depth,
+    cancel: &dyn Fn() -> bool,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for file in &manifest.files {
-        if file
-            .path
-            .split('/')
-            .any(|part| part == ".." || part.is_empty())
-        {
+        if !is_safe_relative(&file.path) {
             problems.push(format!("{}: unsafe path in the manifest", file.path));
             continue;
         }
+        if file.path.split('/').count() > 1 && !parents_are_directories(dir, &file.path) {
+            problems.push(format!(
+                "{}: a folder on its path is a symlink or not a folder",
+                file.path
+            ));
+            continue;
+        }
         let path = dir.join(&file.path);
-        match std::fs::metadata(&path) {
-            Err(e) => problems.push(format!("{}: {e}", file.path)),
-            Ok(meta) if meta.len() != file.size => problems.push(format!(
-                "{}: {} bytes, the manifest says {}",
-                file.path,
-                meta.len(),
-                file.size
-            )),
-            Ok(_) if depth == Depth::Hashes => match hash_file(&path) {
-                Err(e) => problems.push(format!("{}: {e}", file.path)),
-                Ok((_, digest)) if digest != file.sha256 => {
-                    problems.push(format!("{}: SHA-256 does not match (corrupted)", file.path))
-                }
-                Ok(_) => {}
+        let outcome = match depth {
+            Depth::Sizes => match std::fs::symlink_metadata(&path) {
+                Err(e) => Err(HashProblem::Io(e.to_string())),
+                Ok(meta) if !meta.file_type().is_file() => Err(HashProblem::NotRegular),
+                Ok(meta) if meta.len() != file.size => Err(HashProblem::Size(meta.len())),
+                Ok(_) => Ok(None),
             },
+            Depth::Hashes => hash_listed(&path, file.size, cancel).map(Some),
+        };
+        match outcome {
+            Ok(Some(digest)) if digest != file.sha256 => {
+                problems.push(format!("{}: SHA-256 does not match (corrupted)", file.path))
+            }
             Ok(_) => {}
+            Err(HashProblem::Size(size)) => problems.push(format!(
+                "{}: {size} bytes, the manifest says {}",
+                file.path, file.size
+            )),
+            Err(HashProblem::Cancelled) => {
+                problems.push("interrupted before every file was checked".to_owned());
+                break;
+            }
+            Err(problem) => problems.push(format!("{}: {problem}", file.path)),
         }
     }
     problems
+}
+
+/// Every folder between `dir` and `rel`'s last part is a real directory.
+fn parents_are_directories(dir: &Path, rel: &str) -> bool {
+    let mut current = dir.to_owned();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        current.push(part);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -331,13 +523,105 @@ mod tests {
                 .collect(),
             ..Manifest::default()
         };
-        let problems = check(&dir, &manifest, Depth::Hashes);
+        let problems = check(&dir, &manifest, Depth::Hashes, &|| false);
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             problems.iter().all(|p| p.contains("unsafe path")),
             "{problems:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn names_must_be_identifiers_and_paths_listed_and_inside() {
+        let good = || Manifest {
+            variables: vec![Variable {
+                name: "count".into(),
+                ty: "u64".into(),
+                status: Status::Saved,
+                reason: None,
+                file: Some("vars/count.msgpack".into()),
+            }],
+            files: vec![
+                FileEntry {
+                    path: "vars/count.msgpack".into(),
+                    size: 1,
+                    sha256: "a".repeat(64),
+                },
+                FileEntry {
+                    path: "files/0000-notes.txt".into(),
+                    size: 1,
+                    sha256: "b".repeat(64),
+                },
+            ],
+            user_files: vec![UserFile {
+                original: "data/notes.txt".into(),
+                stored: "files/0000-notes.txt".into(),
+            }],
+            ..Manifest::default()
+        };
+        assert_eq!(good().validate(), Ok(()));
+        let injected =
+            "count: u64 = { std::fs::write(\"/tmp/x\", \"\").unwrap(); 1 }; let mut count2";
+        type Tamper = Box<dyn Fn(&mut Manifest)>;
+        let cases: Vec<(Tamper, &str)> = vec![
+            (
+                Box::new(|m| m.variables[0].name = injected.into()),
+                "not a Rust identifier",
+            ),
+            (
+                Box::new(|m| m.variables[0].name = "fn".into()),
+                "not a Rust identifier",
+            ),
+            (
+                Box::new(|m| m.variables[0].name = "1abc".into()),
+                "not a Rust identifier",
+            ),
+            (
+                Box::new(|m| m.variables[0].file = Some("../../../outside.msgpack".into())),
+                "not in the manifest's file table",
+            ),
+            (
+                Box::new(|m| m.variables[0].file = Some("vars/other.msgpack".into())),
+                "not in the manifest's file table",
+            ),
+            (
+                Box::new(|m| m.files[0].path = "/etc/hostname".into()),
+                "unsafe path",
+            ),
+            (
+                Box::new(|m| m.files[0].path = "vars/../x".into()),
+                "unsafe path",
+            ),
+            (
+                Box::new(|m| m.user_files[0].stored = "/etc/hostname".into()),
+                "not in the manifest's file table",
+            ),
+            (
+                Box::new(|m| m.user_files[0].original = "../../anywhere".into()),
+                "unsafe restore path",
+            ),
+            (
+                Box::new(|m| m.user_files[0].original = "a/./b".into()),
+                "unsafe restore path",
+            ),
+            (
+                Box::new(|m| m.files[1].sha256 = "xyz".into()),
+                "malformed SHA-256",
+            ),
+        ];
+        for (tamper, expected) in cases {
+            let mut manifest = good();
+            tamper(&mut manifest);
+            let error = manifest.validate().unwrap_err();
+            assert!(error.contains(expected), "{error} (wanted {expected})");
+        }
+        for name in ["r#type", "épsilon", "_x", "x1"] {
+            assert!(is_identifier(name), "{name}");
+        }
+        for name in ["_", "r#self", "a-b", "a b", ""] {
+            assert!(!is_identifier(name), "{name}");
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl VarWriter {
 
     /// Writes [`report_json`](Self::report_json) to `path` (fsynced).
     pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
-        let mut file = File::create(path)?;
+        let mut file = crate::commit::create_private_file(path)?;
         file.write_all(self.report_json().as_bytes())?;
         file.sync_all()
     }
@@ -143,32 +143,17 @@ fn write_value<T: Serialize + ?Sized>(
     path: &Path,
     value: &T,
 ) -> Result<(u64, String), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    crate::commit::create_private_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = crate::commit::create_private_file(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     // A panicking Serialize must not reach the session's panic hook (that
     // would fail the whole save cell): catch it quietly, keep its message.
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|info| {
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        PANIC_MESSAGE.with(|slot| *slot.borrow_mut() = Some(message));
-    }));
-    let encoded = catch_unwind(AssertUnwindSafe(|| {
-        rmp_serde::encode::write_named(&mut writer, value)
-    }));
-    std::panic::set_hook(previous);
+    let encoded = quietly(|| rmp_serde::encode::write_named(&mut writer, value));
     match encoded {
-        Err(_) => {
-            let message = PANIC_MESSAGE.with(|slot| slot.borrow_mut().take());
-            return Err(format!(
-                "its Serialize implementation panicked: {}",
-                message.unwrap_or_default()
-            ));
+        Err(message) => {
+            return Err(format!("its Serialize implementation panicked: {message}"));
         }
         Ok(Err(error)) => {
             // An I/O failure underneath (a full disk) matters more than the
@@ -218,6 +203,50 @@ impl<T: ?Sized> ViaNothing for Probe<'_, T> {
             "its type does not implement serde::Serialize (derive it, or recreate it after a restore)",
         );
     }
+}
+
+/// Runs `f`, turning a panic into `Err(message)` without reaching the
+/// session's panic hook (which would fail the whole cell).
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        PANIC_MESSAGE.with(|slot| *slot.borrow_mut() = Some(message));
+    }));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    outcome.map_err(|_| {
+        PANIC_MESSAGE
+            .with(|slot| slot.borrow_mut().take())
+            .unwrap_or_default()
+    })
+}
+
+/// Loads a variable for a restore into a separate slot, so the binding it
+/// will replace stays untouched until the load has succeeded: the value, or
+/// `None` with `name<TAB>reason` appended to the file `report`.
+pub fn load_slot<T: DeserializeOwned>(path: &str, report: &str, name: &str) -> Option<T> {
+    let reason = match quietly(|| load::<T>(path)) {
+        Ok(Ok(value)) => return Some(value),
+        Ok(Err(reason)) => reason,
+        Err(panic) => format!("its Deserialize implementation panicked: {panic}"),
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(report)
+        .and_then(|mut file| writeln!(file, "{name}\t{}", reason.replace(['\n', '\t'], " ")));
+    if let Err(error) = appended {
+        eprintln!("ferrolab: cannot report why `{name}` was not restored ({reason}): {error}");
+    }
+    None
 }
 
 /// Reads a variable written by [`VarWriter`] (streaming).

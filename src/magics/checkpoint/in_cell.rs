@@ -1,16 +1,18 @@
 //! Kernel side of `ferrolab::checkpoint!`: before a Rust cell, write the
 //! settings and session files the session's in-cell save reads (see the
 //! crate's `in_cell` module); after it, notice the checkpoints the cell
-//! committed by itself and apply retention to them.
+//! committed by itself, upload them when the destination is object storage,
+//! and apply retention to them.
 
+use super::place::Place;
 use super::retention;
 use super::save::{environment, session_files};
 use super::state::CheckpointState;
 use crate::engine::Engine;
+use crate::kernel::{CellContext, StreamName};
 use ferrolab_checkpoint::commit;
-use ferrolab_checkpoint::in_cell::STATE_ENV;
+use ferrolab_checkpoint::in_cell::{STATE_ENV, Settings};
 use ferrolab_checkpoint::manifest::Depth;
-use serde_json::json;
 
 /// Default rate for `checkpoint!` when `%checkpoint auto` is off.
 const DEFAULT_EVERY_SECS: f64 = 600.0;
@@ -41,25 +43,30 @@ pub fn prepare(engine: &Engine, state: &mut CheckpointState) {
     for (name, bytes) in session_files(state) {
         let _ = std::fs::write(session.join(name), bytes);
     }
-    let types: serde_json::Map<String, serde_json::Value> = engine
-        .variables()
-        .into_iter()
-        .map(|(name, ty)| (name, json!(ty)))
-        .collect();
-    let every = state
-        .auto
-        .as_ref()
-        .map_or(DEFAULT_EVERY_SECS, |a| a.every.as_secs_f64());
+    let dir = match state.place(None).map(|p| p.staging_root()) {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(error)) => {
+            log::warn!("checkpoint destination: {error}");
+            return;
+        }
+        Err(error) => {
+            log::warn!("checkpoint destination: {}", error.evalue);
+            return;
+        }
+    };
+    let settings = Settings {
+        dir,
+        every_secs: state
+            .auto
+            .as_ref()
+            .map_or(DEFAULT_EVERY_SECS, |a| a.every.as_secs_f64()),
+        last_commit_unix: state.last_commit_unix.unwrap_or(0.0),
+        types: engine.variables().into_iter().collect(),
+        session_dir: Some(session),
+        environment: environment(),
+    };
     let file = scratch.join("state.json");
-    let value = json!({
-        "dir": state.dir(None),
-        "every_secs": every,
-        "last_commit_unix": state.last_commit_unix.unwrap_or(0.0),
-        "types": types,
-        "session_dir": session,
-        "environment": environment(),
-    });
-    if let Err(error) = std::fs::write(&file, value.to_string()) {
+    if let Err(error) = std::fs::write(&file, settings.to_json().to_string()) {
         log::warn!("checkpoint state file: {error}");
         return;
     }
@@ -71,15 +78,21 @@ pub fn prepare(engine: &Engine, state: &mut CheckpointState) {
     }
 }
 
-/// After a cell: checkpoints committed from inside it update the last-commit
-/// time and get retention. Returns the names retention removed.
-pub fn after_cell(state: &mut CheckpointState) -> Vec<String> {
+/// After a cell (also one that crashed or was interrupted): checkpoints
+/// committed from inside it are uploaded when the destination is object
+/// storage, update the last-commit time and get retention.
+pub fn after_cell(state: &mut CheckpointState, cell: &CellContext) {
     if !state.runtime_loaded {
-        return Vec::new();
+        return;
     }
-    let dir = state.dir(None);
-    let Ok(listed) = commit::list(&dir, Depth::Sizes) else {
-        return Vec::new();
+    let Ok(place) = state.place(None) else {
+        return;
+    };
+    let Ok(root) = place.staging_root() else {
+        return;
+    };
+    let Ok(listed) = commit::list(&root, Depth::Sizes) else {
+        return;
     };
     let newest = listed
         .iter()
@@ -87,11 +100,31 @@ pub fn after_cell(state: &mut CheckpointState) -> Vec<String> {
         .filter_map(|l| l.manifest.as_ref().ok())
         .find(|m| m.origin == "in-cell")
         .map(|m| m.created_unix);
-    match newest {
-        Some(time) if time > state.last_commit_unix.unwrap_or(0.0) => {
-            state.last_commit_unix = Some(time);
-            retention::apply(&dir, &state.retention, state.restored_from.as_deref())
+    let Some(time) = newest.filter(|t| *t > state.last_commit_unix.unwrap_or(0.0)) else {
+        return;
+    };
+    state.last_commit_unix = Some(time);
+    state.last_place = Some(place.describe());
+    if let Place::Remote(remote) = &place {
+        let (names, failed) = remote.upload_pending(Some(cell));
+        if !names.is_empty() {
+            cell.stream(
+                StreamName::Stderr,
+                &format!("uploaded {} to {}\n", names.join(", "), remote.url()),
+            );
         }
-        _ => Vec::new(),
+        if let Some(failed) = failed {
+            cell.stream(
+                StreamName::Stderr,
+                &format!("checkpoint upload failed: {failed}\n"),
+            );
+        }
+    }
+    let removed = retention::apply(&place, &state.retention, state.restored_from.as_deref());
+    if !removed.is_empty() {
+        cell.stream(
+            StreamName::Stderr,
+            &format!("checkpoint retention removed {}\n", removed.join(", ")),
+        );
     }
 }

@@ -23,8 +23,8 @@ pub enum ItemKind {
     Named(String),
     /// An impl block, with the last path segment of its self type.
     Impl(String),
-    /// `use` and `extern crate`.
-    Use,
+    /// `use` and `extern crate`, with the names they bring in.
+    Use(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct Definitions {
     pub deps: Vec<String>,
     /// Items, in order.
     pub items: Vec<Item>,
+    /// Names brought in by `use` (the alias when renamed): imports, not
+    /// types defined in the session.
+    pub imports: Vec<String>,
 }
 
 impl Definitions {
@@ -97,10 +100,17 @@ pub fn definitions(code: &str) -> Definitions {
             ast::Item::MacroRules(i) => i.name(),
             _ => None,
         };
+        let mut imported = Vec::new();
+        if let ast::Item::Use(import) = &item
+            && let Some(tree) = import.use_tree()
+        {
+            imported_names(&tree, None, &mut imported);
+            found.imports.extend(imported.iter().cloned());
+        }
         let kind = match (&item, name) {
             (_, Some(name)) => ItemKind::Named(name.text().to_string()),
             (ast::Item::Impl(block), None) => ItemKind::Impl(impl_target(block)),
-            (ast::Item::Use(_) | ast::Item::ExternCrate(_), None) => ItemKind::Use,
+            (ast::Item::Use(_) | ast::Item::ExternCrate(_), None) => ItemKind::Use(imported),
             _ => continue,
         };
         found.items.push(Item {
@@ -109,6 +119,33 @@ pub fn definitions(code: &str) -> Definitions {
         });
     }
     found
+}
+
+/// The names a `use` tree binds: `use a::b::{c, d as e, self}` → c, e, b.
+fn imported_names(tree: &ast::UseTree, parent: Option<String>, out: &mut Vec<String>) {
+    let last = tree
+        .path()
+        .and_then(|path| path.segment())
+        .map(|segment| segment.syntax().text().to_string());
+    if let Some(list) = tree.use_tree_list() {
+        for child in list.use_trees() {
+            imported_names(&child, last.clone().or(parent.clone()), out);
+        }
+        return;
+    }
+    if tree.star_token().is_some() {
+        return;
+    }
+    let name = match tree.rename() {
+        Some(rename) => rename.name().map(|n| n.text().to_string()),
+        None => match last.as_deref() {
+            Some("self") => parent,
+            other => other.map(str::to_owned),
+        },
+    };
+    if let Some(name) = name.filter(|n| n != "_") {
+        out.push(name);
+    }
 }
 
 /// `impl<T> Display for Wrapper<T>` → `Wrapper`.
@@ -145,10 +182,19 @@ p.norm()"#;
         );
         assert_eq!(found.names().collect::<Vec<_>>(), ["Point", "double", "N"]);
         assert_eq!(found.items.len(), 5);
-        assert_eq!(found.items[0].kind, ItemKind::Use);
+        assert_eq!(found.items[0].kind, ItemKind::Use(vec!["HashMap".into()]));
         assert!(found.items[1].source.starts_with("#[derive(Debug, Clone)]"));
         assert_eq!(found.items[2].kind, ItemKind::Impl("Point".into()));
         assert!(found.items.iter().all(|i| !i.source.contains("let mut p")));
+    }
+
+    #[test]
+    fn imports_are_told_apart_from_definitions() {
+        let found = definitions(
+            "use std::collections::HashMap;\nuse std::io::{self, Write as W, BufRead};\nuse std::fmt::*;\nstruct Mine;",
+        );
+        assert_eq!(found.imports, ["HashMap", "io", "W", "BufRead"]);
+        assert_eq!(found.names().collect::<Vec<_>>(), ["Mine"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! summaries, and the hint added when a crash or an interrupt loses variables.
 //! Every table comes as `text/plain` and `text/html`.
 
+use super::place::Place;
 use super::restore::Report;
 use super::save::{Saved, now_unix};
 use super::state::CheckpointState;
@@ -138,7 +139,7 @@ pub fn depth_for_listing(dir: &Path) -> Depth {
     }
 }
 
-pub fn list_table(dir: &Path, listed: &[Listed], depth: Depth) -> MimeBundle {
+pub fn list_table(place: &str, listed: &[Listed], depth: Depth) -> MimeBundle {
     let now = now_unix();
     let rows: Vec<Vec<String>> = listed
         .iter()
@@ -185,7 +186,7 @@ pub fn list_table(dir: &Path, listed: &[Listed], depth: Depth) -> MimeBundle {
             "valid",
         ],
         &rows,
-        &format!("Checkpoints in {} ({checked})", dir.display()),
+        &format!("Checkpoints in {place} ({checked})"),
     )
 }
 
@@ -194,7 +195,7 @@ pub fn saved_summary(saved: &Saved) -> String {
     let mut text = format!(
         "Saved {} to {} ({}, {:.1}s): ",
         m.name,
-        saved.path.parent().unwrap_or(&saved.path).display(),
+        saved.place,
         human_size(m.total_size()),
         saved.seconds
     );
@@ -266,9 +267,15 @@ pub fn restore_summary(report: &Report) -> String {
 
 /// Added to the error when variables were lost.
 pub fn lost_state_hint(state: &CheckpointState, lost: &[String]) -> String {
-    let dir = state.last_dir.clone().unwrap_or_else(|| state.dir(None));
-    let newest = commit::list(&dir, Depth::Sizes)
+    let shown = state
+        .last_place
+        .clone()
+        .unwrap_or_else(|| state.destination(None));
+    let place = Place::parse(&shown);
+    let shown = place.as_ref().map_or(shown, |p| p.describe());
+    let newest = place
         .ok()
+        .and_then(|p| p.list(Depth::Sizes, &|| false).ok())
         .and_then(|l| l.into_iter().rev().find(Listed::is_valid));
     match newest {
         Some(entry) => {
@@ -286,9 +293,8 @@ pub fn lost_state_hint(state: &CheckpointState, lost: &[String]) -> String {
                 .unwrap_or_default();
             if covered.is_empty() {
                 format!(
-                    "Checkpoint {} ({age}) in {} holds none of them.",
-                    entry.name,
-                    dir.display()
+                    "Checkpoint {} ({age}) in {shown} holds none of them.",
+                    entry.name
                 )
             } else {
                 format!(
@@ -299,8 +305,7 @@ pub fn lost_state_hint(state: &CheckpointState, lost: &[String]) -> String {
             }
         }
         None => format!(
-            "No checkpoint in {}: `%checkpoint save` (or `%checkpoint auto --every 10m`) would have kept them.",
-            dir.display()
+            "No checkpoint in {shown}: `%checkpoint save` (or `%checkpoint auto --every 10m`) would have kept them."
         ),
     }
 }

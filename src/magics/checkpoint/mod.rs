@@ -5,16 +5,21 @@
 //! which the session also uses. This module parses the commands, and gives
 //! the cell router its hooks: journal successful Rust code, load the runtime
 //! with the user's first `:dep`, auto-save at cell boundaries, and name the
-//! newest checkpoint when variables are lost.
+//! newest checkpoint when variables are lost. Checkpoints live in a folder or
+//! in object storage ([`place`]); a restore trusts only what [`trust`] allows.
 
 mod in_cell;
 pub mod journal;
 mod listing;
+mod place;
+mod remote;
 mod restore;
 mod retention;
 mod runtime;
 mod save;
+mod signature;
 pub mod state;
+mod trust;
 
 pub use state::CheckpointState;
 
@@ -24,9 +29,10 @@ use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use clap::{Parser, Subcommand};
 use ferrolab_checkpoint::commit;
-use ferrolab_checkpoint::manifest::{self, Depth};
+use ferrolab_checkpoint::manifest::Depth;
+use place::Place;
+use runtime::Readiness;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub fn magics() -> Vec<Magic> {
@@ -40,37 +46,48 @@ pub fn magics() -> Vec<Magic> {
 }
 
 const HELP: &str = "\
-%checkpoint save [NAME] [--vars a,b | --exclude c] [--files PATH...] [--metric k=v] [--dir DIR]
+%checkpoint save [NAME] [--vars a,b | --exclude c] [--files PATH|GLOB...] [--metric k=v] [--dir DIR]
 %checkpoint list                     name, time, age, size, variables, metrics, valid?
-%checkpoint restore [latest | best | NAME] [--vars a,b] [--metric loss:min] [--yes]
+%checkpoint restore [latest | best | NAME] [--vars a,b] [--metric loss:min] [--yes] [--force]
 %checkpoint verify [NAME]            re-hash every file
 %checkpoint status                   destination, last good checkpoint, what is NOT covered
 %checkpoint auto --every 10m [--keep N] [--keep-best METRIC:min|max:K] [--dir DIR]
 %checkpoint auto off
 %checkpoint rm NAME
-%checkpoint init                     add the checkpoint runtime now (put it in the first cell)
+%checkpoint init                     (not needed; kept for old notebooks)
 
 Saves every variable whose type implements serde::Serialize (streamed to disk as
 MessagePack; the others are listed as skipped, with the reason), the :dep lines,
 Cargo.lock, the items (fns, structs, impls, use) and a journal of the cells that
-ran, the files given with --files, and the kernel/rustc/GPU environment.
+ran, the files given with --files (model weights, say), and the environment.
 Everything is hashed in MANIFEST.json, written last: a save cut short by a crash,
 a full disk or an interrupt never replaces the previous good checkpoint.
+Checkpoints are private to you (folders 0700, files 0600).
+
+Names: `save after50` makes ckpt-000007-after50; restore, verify and rm take
+`after50`, `ckpt-000007-after50`, `ckpt-000007` or `7`. When several checkpoints
+share a name, the newest wins (list shows them all).
 
 Directory: --dir, else $FERROLAB_CHECKPOINT_DIR, else ./checkpoints. Put it on a
-mounted drive to survive the VM.
+mounted drive, or in object storage (--dir s3://bucket/prefix; AWS_* credentials
+or ~/.aws, AWS_ENDPOINT_URL for MinIO, R2 or GCS), to survive the VM.
 
 Restore works in the same kernel after a crash, or in a fresh kernel anywhere:
-dependencies, then definitions, then `let` with the saved type, then files.
+dependencies, then definitions, then variables (each loaded aside first: one that
+no longer fits its type fails alone and your current value stays), then files
+(an existing file with other contents is replaced only after a yes, or --force).
+A checkpoint that is not your own (its folder or files belong to another user or
+are writable by others; in object storage, not signed with your checkpoint key)
+shows the code it would run and asks first (or needs --yes).
 
 Inside a long loop:  ferrolab::checkpoint!(epoch, model; loss = val_loss);
 saves at most once per --every (default 10m); ferrolab::checkpoint_now!(..)
-always saves.
+always saves; add `; files = [\"model.safetensors\"]` to include weights.
 
 Example:
     %checkpoint auto --every 10m --keep 3 --keep-best loss:min:1
-    %checkpoint save --metric loss=0.12 --files weights.bin
-    %checkpoint restore latest";
+    %checkpoint save after50 --metric loss=0.12 --files 'weights/*.safetensors'
+    %checkpoint restore after50";
 
 #[derive(Parser, Debug)]
 #[command(name = "%checkpoint", disable_help_subcommand = true)]
@@ -110,6 +127,9 @@ enum Command {
         metric: Option<String>,
         #[arg(long)]
         yes: bool,
+        /// Replace existing files whose contents differ without asking.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         dir: Option<String>,
     },
@@ -185,25 +205,12 @@ fn parse_keep_best(text: &str) -> Result<state::KeepBest, MagicError> {
     })
 }
 
-fn valid_label(label: &str) -> Result<(), MagicError> {
-    let ok = !label.is_empty()
-        && label.len() <= 64
-        && label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !label.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(MagicError::usage(format!(
-            "checkpoint name `{label}`: use letters, digits, '-', '_' and '.' (up to 64)"
-        )))
-    }
+fn checkpoint_error(message: impl Into<String>) -> MagicError {
+    MagicError::new("CheckpointError", message)
 }
 
 fn checkpoint(call: &mut Call) -> MagicResult {
     let parsed: Args = args::parse("checkpoint", call.args)?;
-    let state = &mut call.state.checkpoint;
     match parsed.command {
         Command::Save {
             name,
@@ -213,8 +220,8 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             metrics,
             dir,
         } => {
-            if let Some(label) = &name {
-                valid_label(label)?;
+            if let Some(problem) = name.as_deref().and_then(commit::label_problem) {
+                return Err(MagicError::usage(problem));
             }
             let metrics = metrics
                 .iter()
@@ -224,13 +231,14 @@ fn checkpoint(call: &mut Call) -> MagicResult {
                 .iter()
                 .map(|f| args::expand_path(f))
                 .collect::<Result<Vec<_>, _>>()?;
-            let dir = state.dir(expand(dir)?.as_deref());
+            let state = &mut call.state.checkpoint;
+            let place = state.place(expand(dir)?.as_deref())?;
             let saved = save::save(
                 call.engine,
                 state,
                 call.cell,
                 save::Request {
-                    dir,
+                    place,
                     label: name,
                     vars,
                     exclude,
@@ -241,41 +249,17 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             )?;
             Ok(text_result(listing::saved_summary(&saved)))
         }
-        Command::List { dir } => {
-            let dir = state.dir(expand(dir)?.as_deref());
-            let depth = listing::depth_for_listing(&dir);
-            let listed = commit::list(&dir, depth).map_err(|e| {
-                MagicError::new(
-                    "CheckpointError",
-                    format!("cannot read {}: {e}", dir.display()),
-                )
-            })?;
-            if listed.is_empty() {
-                return Ok(text_result(format!(
-                    "No checkpoints in {} yet (%checkpoint save makes one).",
-                    dir.display()
-                )));
-            }
-            for entry in listed.iter().filter(|l| !l.is_valid()) {
-                call.cell.stream(
-                    StreamName::Stderr,
-                    &format!(
-                        "warning: {} is not a valid checkpoint and is ignored: {}\n",
-                        entry.name,
-                        entry.manifest.as_ref().err().cloned().unwrap_or_default()
-                    ),
-                );
-            }
-            Ok(Some(listing::list_table(&dir, &listed, depth)))
-        }
+        Command::List { dir } => list(call, expand(dir)?),
         Command::Restore {
             which,
             vars,
             metric,
             yes,
+            force,
             dir,
         } => {
-            let dir = state.dir(expand(dir)?.as_deref());
+            let state = &mut call.state.checkpoint;
+            let place = state.place(expand(dir)?.as_deref())?;
             let best_by = match metric {
                 Some(text) => {
                     let (metric, minimize) = parse_direction(&text)?;
@@ -291,11 +275,12 @@ fn checkpoint(call: &mut Call) -> MagicResult {
                 state,
                 call.cell,
                 restore::Request {
-                    dir,
+                    place,
                     which: &which,
                     vars,
                     best_by,
                     yes,
+                    force,
                 },
             )?;
             let text = listing::restore_summary(&report);
@@ -323,6 +308,7 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             keep_best,
             dir,
         } => {
+            let state = &mut call.state.checkpoint;
             match off.as_deref() {
                 Some("off") => {
                     state.auto = None;
@@ -342,19 +328,21 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             let every: Duration = humantime::parse_duration(&every).map_err(|e| {
                 MagicError::usage(format!("--every {every}: {e} (examples: 30s, 10m, 1h)"))
             })?;
-            state.retention = state::Retention {
+            let retention = state::Retention {
                 keep,
                 keep_best: keep_best.as_deref().map(parse_keep_best).transpose()?,
             };
-            let dir = expand(dir)?.map(PathBuf::from);
-            state.auto = Some(state::Auto {
-                every,
-                dir: dir.map(|d| state.dir(Some(&d.to_string_lossy()))),
-            });
-            runtime::ensure(call.engine, state, call.cell)?;
+            // Checked now, so a typo in --dir is an error here, not at the first save.
+            let dir = match expand(dir)? {
+                Some(dir) => Some(Place::parse(&dir).map_err(checkpoint_error)?.describe()),
+                None => None,
+            };
+            state.retention = retention;
+            state.auto = Some(state::Auto { every, dir });
+            let readiness = runtime::ensure(call.engine, state, call.cell)?;
             let mut text = format!(
                 "Auto-checkpointing to {} after a successful cell once {} have passed",
-                state.dir(None).display(),
+                state.destination(None),
                 humantime::format_duration(every)
             );
             if let Some(keep) = keep {
@@ -369,87 +357,152 @@ fn checkpoint(call: &mut Call) -> MagicResult {
                 ));
             }
             text.push_str(". Inside long loops use ferrolab::checkpoint!(..).");
+            if let Readiness::WouldDrop(risky) = readiness {
+                text.push_str(&format!("\nNote: {}.", Readiness::why_not(&risky)));
+            }
             Ok(text_result(text))
         }
         Command::Rm { name, dir } => {
-            let dir = state.dir(expand(dir)?.as_deref());
-            let path = dir.join(&name);
-            let ours = name.starts_with(commit::PREFIX)
-                && !name.contains('/')
-                && path.is_dir()
-                && (manifest::read(&path).is_ok() || path.join("vars").is_dir());
-            if !ours {
-                return Err(MagicError::usage(format!(
-                    "no checkpoint named `{name}` in {} (see %checkpoint list)",
-                    dir.display()
-                )));
+            let place = call.state.checkpoint.place(expand(dir)?.as_deref())?;
+            let listed = place
+                .list(Depth::Sizes, &|| call.cell.is_cancelled())
+                .map_err(checkpoint_error)?;
+            let (entry, warnings) = restore::find(listed, &name, &place.describe())?;
+            for warning in warnings {
+                call.cell
+                    .stream(StreamName::Stderr, &format!("note: {warning}\n"));
             }
-            commit::remove(&path).map_err(|e| {
-                MagicError::new("CheckpointError", format!("cannot remove {name}: {e}"))
-            })?;
-            Ok(text_result(format!("Removed {name}.")))
+            place.remove(&entry).map_err(checkpoint_error)?;
+            Ok(text_result(format!("Removed {}.", entry.name)))
         }
         Command::Init => {
-            runtime::ensure(call.engine, state, call.cell)?;
-            Ok(text_result(
-                "The checkpoint runtime is loaded: %checkpoint save and ferrolab::checkpoint!(..) are ready.",
-            ))
+            let state = &mut call.state.checkpoint;
+            match runtime::ensure(call.engine, state, call.cell)? {
+                Readiness::Loaded => Ok(text_result(
+                    "The checkpoint runtime is loaded: %checkpoint save and ferrolab::checkpoint!(..) are ready. (This command is no longer needed: saves load it themselves.)",
+                )),
+                Readiness::WouldDrop(risky) => Ok(text_result(format!(
+                    "The checkpoint runtime was not added: {}.",
+                    Readiness::why_not(&risky)
+                ))),
+            }
         }
     }
 }
 
+fn list(call: &mut Call, dir: Option<String>) -> MagicResult {
+    let place = call.state.checkpoint.place(dir.as_deref())?;
+    let depth = match &place {
+        Place::Local(dir) => listing::depth_for_listing(dir),
+        Place::Remote(_) => Depth::Sizes,
+    };
+    let listed = place
+        .list(depth, &|| call.cell.is_cancelled())
+        .map_err(checkpoint_error)?;
+    if let Place::Remote(remote) = &place {
+        let pending = remote.pending();
+        if !pending.is_empty() {
+            call.cell.stream(
+                StreamName::Stderr,
+                &format!(
+                    "note: {} saved on this machine, not uploaded yet (the next save or restore retries)\n",
+                    pending.join(", ")
+                ),
+            );
+        }
+    }
+    if listed.is_empty() {
+        return Ok(text_result(format!(
+            "No checkpoints in {} yet (%checkpoint save makes one).",
+            place.describe()
+        )));
+    }
+    for entry in listed.iter().filter(|l| !l.is_valid()) {
+        call.cell.stream(
+            StreamName::Stderr,
+            &format!(
+                "warning: {} is not a valid checkpoint and is ignored: {}\n",
+                entry.name,
+                entry.manifest.as_ref().err().cloned().unwrap_or_default()
+            ),
+        );
+    }
+    Ok(Some(listing::list_table(&place.describe(), &listed, depth)))
+}
+
 fn verify(call: &mut Call, name: Option<String>, dir: Option<String>) -> MagicResult {
-    let state = &call.state.checkpoint;
-    let dir = state.dir(dir.as_deref());
-    let listed = commit::list(&dir, Depth::Sizes).map_err(|e| {
-        MagicError::new(
-            "CheckpointError",
-            format!("cannot read {}: {e}", dir.display()),
-        )
-    })?;
+    let place = call.state.checkpoint.place(dir.as_deref())?;
+    let cell = call.cell;
+    let interrupted =
+        |what: &str| MagicError::new("Interrupted", format!("{what} was interrupted"));
+    let listed = place.list(Depth::Sizes, &|| cell.is_cancelled());
+    if cell.is_cancelled() {
+        return Err(interrupted("verifying"));
+    }
+    let listed = listed.map_err(checkpoint_error)?;
     let target = match &name {
-        Some(name) => listed
-            .into_iter()
-            .find(|l| &l.name == name)
-            .ok_or_else(|| {
-                MagicError::usage(format!("no checkpoint named `{name}` in {}", dir.display()))
-            })?,
+        Some(name) => {
+            let (entry, warnings) = restore::find(listed, name, &place.describe())?;
+            for warning in warnings {
+                cell.stream(StreamName::Stderr, &format!("note: {warning}\n"));
+            }
+            entry
+        }
         None => listed
             .into_iter()
             .next_back()
-            .ok_or_else(|| MagicError::usage(format!("no checkpoints in {}", dir.display())))?,
+            .ok_or_else(|| MagicError::usage(format!("no checkpoints in {}", place.describe())))?,
     };
-    let problems = match manifest::read(&target.path) {
-        Ok(manifest) => manifest::check(&target.path, &manifest, Depth::Hashes)
-            .into_iter()
-            .collect::<Vec<_>>(),
-        Err(reason) => vec![reason],
+    let checked = match &target.manifest {
+        Err(reason) => Err(reason.clone()),
+        Ok(manifest) => match &place {
+            Place::Local(_) => {
+                let problems = ferrolab_checkpoint::manifest::check(
+                    &target.path,
+                    manifest,
+                    Depth::Hashes,
+                    &|| cell.is_cancelled(),
+                );
+                if problems.is_empty() {
+                    Ok(manifest.clone())
+                } else {
+                    Err(problems.join("; "))
+                }
+            }
+            // Downloading checks every hash on the way.
+            Place::Remote(_) => place.open(&target, cell).map(|_| manifest.clone()),
+        },
     };
-    if problems.is_empty() {
-        let manifest =
-            manifest::read(&target.path).map_err(|e| MagicError::new("CheckpointError", e))?;
-        Ok(text_result(format!(
+    if cell.is_cancelled() {
+        return Err(interrupted(&format!("verifying {}", target.name)));
+    }
+    match checked {
+        Ok(manifest) => Ok(text_result(format!(
             "{} is valid: {} files, {}, every SHA-256 matches.",
             target.name,
             manifest.files.len(),
             listing::human_size(manifest.total_size())
-        )))
-    } else {
-        let mut error = MagicError::new(
-            "CheckpointInvalid",
-            format!("{} is not valid: {}", target.name, problems.join("; ")),
-        );
-        error.traceback.push(
-            "`%checkpoint restore latest` skips it and uses the newest valid checkpoint.".into(),
-        );
-        Err(error)
+        ))),
+        Err(problems) => {
+            let mut error = MagicError::new(
+                "CheckpointInvalid",
+                format!("{} is not valid: {problems}", target.name),
+            );
+            error.traceback.push(
+                "`%checkpoint restore latest` skips it and uses the newest valid checkpoint."
+                    .into(),
+            );
+            Err(error)
+        }
     }
 }
 
 fn status(call: &mut Call, dir: Option<String>) -> MagicResult {
-    let dir = call.state.checkpoint.dir(dir.as_deref());
-    let mut lines = vec![format!("Destination: {}", dir.display())];
-    let listed = commit::list(&dir, Depth::Sizes).unwrap_or_default();
+    let place = call.state.checkpoint.place(dir.as_deref())?;
+    let mut lines = vec![format!("Destination: {}", place.describe())];
+    let listed = place
+        .list(Depth::Sizes, &|| call.cell.is_cancelled())
+        .unwrap_or_default();
     match listed.iter().rev().find(|l| l.is_valid()) {
         Some(entry) => {
             let m = entry.manifest.as_ref().ok();
@@ -544,7 +597,16 @@ pub fn before_rust(
     }
     let uses_macro = code.contains("checkpoint!") || code.contains("checkpoint_now!");
     if uses_macro && !state.runtime_loaded {
-        runtime::ensure(engine, state, cell).map_err(into_outcome)?;
+        match runtime::ensure(engine, state, cell).map_err(into_outcome)? {
+            Readiness::Loaded => {}
+            Readiness::WouldDrop(risky) => {
+                return Err(into_outcome(checkpoint_error(format!(
+                    "ferrolab::checkpoint! needs the checkpoint runtime, which is {}",
+                    Readiness::why_not(&risky)
+                        .trim_start_matches("not saved: the checkpoint runtime is ")
+                ))));
+            }
+        }
     }
     in_cell::prepare(engine, state);
     Ok((code.to_owned(), false))
@@ -570,13 +632,7 @@ pub fn after_cell(
     cell: &CellContext,
     succeeded: bool,
 ) {
-    let removed = in_cell::after_cell(state);
-    if !removed.is_empty() {
-        cell.stream(
-            StreamName::Stderr,
-            &format!("checkpoint retention removed {}\n", removed.join(", ")),
-        );
-    }
+    in_cell::after_cell(state, cell);
     let Some(auto) = state.auto.clone() else {
         return;
     };
@@ -587,8 +643,18 @@ pub fn after_cell(
     if !succeeded || !due || cell.is_cancelled() || engine.variables().is_empty() {
         return;
     }
+    let place = match state.place(None) {
+        Ok(place) => place,
+        Err(error) => {
+            cell.stream(
+                StreamName::Stderr,
+                &format!("[auto] checkpoint failed: {}\n", error.evalue),
+            );
+            return;
+        }
+    };
     let request = save::Request {
-        dir: state.dir(None),
+        place,
         label: None,
         vars: None,
         exclude: Vec::new(),

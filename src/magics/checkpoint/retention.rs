@@ -5,14 +5,14 @@
 //! from, anything whose manifest does not parse (not provably ours), and
 //! everything when no `--keep` is set.
 
+use super::place::Place;
 use super::state::Retention;
-use ferrolab_checkpoint::commit::{self, Listed};
+use ferrolab_checkpoint::commit::Listed;
 use ferrolab_checkpoint::manifest::Depth;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 /// The names to delete among `listed` (oldest first).
-pub fn plan(listed: &[Listed], retention: &Retention, protect: Option<&Path>) -> Vec<String> {
+pub fn plan(listed: &[Listed], retention: &Retention, protect: Option<&str>) -> Vec<String> {
     let Some(keep) = retention.keep else {
         return Vec::new();
     };
@@ -44,20 +44,25 @@ pub fn plan(listed: &[Listed], retention: &Retention, protect: Option<&Path>) ->
     valid
         .iter()
         .filter(|l| !kept.contains(l.name.as_str()))
-        .filter(|l| protect.is_none_or(|p| p != l.path))
+        .filter(|l| protect != Some(l.name.as_str()))
         .map(|l| l.name.clone())
         .collect()
 }
 
-/// Applies the policy in `dir`; returns the names removed.
-pub fn apply(dir: &Path, retention: &Retention, protect: Option<&Path>) -> Vec<String> {
-    let Ok(listed) = commit::list(dir, Depth::Sizes) else {
+/// Applies the policy at `place`; returns the names removed.
+pub fn apply(place: &Place, retention: &Retention, protect: Option<&str>) -> Vec<String> {
+    if retention.keep.is_none() {
+        return Vec::new();
+    }
+    let Ok(listed) = place.list(Depth::Sizes, &|| false) else {
         return Vec::new();
     };
     let doomed = plan(&listed, retention, protect);
-    doomed
-        .into_iter()
-        .filter(|name| commit::remove(&dir.join(name)).is_ok())
+    listed
+        .iter()
+        .filter(|l| doomed.contains(&l.name))
+        .filter(|l| place.remove(l).is_ok())
+        .map(|l| l.name.clone())
         .collect()
 }
 
@@ -124,9 +129,8 @@ mod tests {
             plan(&all, &best, None),
             ["ckpt-000001", "ckpt-000003", "ckpt-000005"]
         );
-        let protected = PathBuf::from("/c/ckpt-000001");
         assert_eq!(
-            plan(&all, &best, Some(&protected)),
+            plan(&all, &best, Some("ckpt-000001")),
             ["ckpt-000003", "ckpt-000005"]
         );
         let zero = Retention {

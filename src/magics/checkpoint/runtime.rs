@@ -3,15 +3,19 @@
 //! written out once per version and added to the session with `:dep`.
 //!
 //! Invariant: adding a crate rebuilds the session crate, and evcxr then drops
-//! variables whose types are defined in the session. So the runtime is added
-//! alongside the user's own first `:dep` line (a rebuild that happens anyway),
-//! or on first use only when no variable would be dropped; otherwise the
-//! magic refuses and says how to proceed. Nothing is ever lost to it.
+//! variables whose types are defined in the session (types from std and from
+//! crates keep their identity, so their variables survive). So the runtime is
+//! added alongside the user's own first `:dep` line (a rebuild that happens
+//! anyway), or on first use when no variable would be dropped; when one
+//! would, the caller saves what it can without the runtime instead. Nothing
+//! is ever lost to it.
 
+use super::journal;
 use super::state::CheckpointState;
 use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome};
 use crate::magics::MagicError;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 const SOURCES: &[(&str, &str)] = &[
@@ -119,18 +123,54 @@ pub fn piggyback(code: &str, state: &CheckpointState) -> Option<String> {
         .map(|dep| format!("{dep}\n{code}"))
 }
 
+/// Names the session defines itself (types, traits, modules, …): evcxr's
+/// items, less the names that only came in through `use`.
+fn session_defined(engine: &Engine, state: &CheckpointState) -> BTreeSet<String> {
+    let mut imported = BTreeSet::new();
+    let mut defined = BTreeSet::new();
+    for entry in &state.journal {
+        let found = journal::definitions(&entry.code);
+        imported.extend(found.imports.iter().cloned());
+        defined.extend(found.names().map(str::to_owned));
+    }
+    engine
+        .item_names()
+        .into_iter()
+        .filter(|name| defined.contains(name) || !imported.contains(name))
+        .collect()
+}
+
 /// Variables that a rebuild of the session crate would drop: those whose type
-/// names an item defined in the session.
-pub fn at_risk(engine: &Engine) -> Vec<(String, String)> {
-    let items = engine.item_names();
+/// names a type (or module, or trait) defined in the session. A `use`d name
+/// such as `HashMap` is not one.
+pub fn at_risk(engine: &Engine, state: &CheckpointState) -> Vec<(String, String)> {
+    let defined = session_defined(engine, state);
     engine
         .variables()
         .into_iter()
         .filter(|(_, ty)| {
             ty.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .any(|word| items.iter().any(|item| item == word))
+                .any(|word| defined.contains(word))
         })
         .collect()
+}
+
+/// Whether the runtime is in the session.
+pub enum Readiness {
+    Loaded,
+    /// Adding it now would drop these variables (name, type); nothing was done.
+    WouldDrop(Vec<(String, String)>),
+}
+
+impl Readiness {
+    /// The reason given for each variable a save without the runtime skips.
+    pub fn why_not(risky: &[(String, String)]) -> String {
+        let list: Vec<String> = risky.iter().map(|(n, t)| format!("{n}: {t}")).collect();
+        format!(
+            "not saved: the checkpoint runtime is not in this session, and adding it now would make evcxr drop {} (their types are defined in this session); it is added with the first :dep, so a kernel whose first cells have a :dep line saves everything",
+            list.join(", ")
+        )
+    }
 }
 
 /// Makes sure the runtime is in the session (see the module invariant).
@@ -138,27 +178,19 @@ pub fn ensure(
     engine: &Engine,
     state: &mut CheckpointState,
     cell: &CellContext,
-) -> Result<(), MagicError> {
+) -> Result<Readiness, MagicError> {
     if state.runtime_loaded {
-        return Ok(());
+        return Ok(Readiness::Loaded);
     }
-    let risky = at_risk(engine);
+    let risky = at_risk(engine, state);
     if !risky.is_empty() {
-        let list: Vec<String> = risky.iter().map(|(n, t)| format!("{n}: {t}")).collect();
-        return Err(MagicError::new(
-            "CheckpointError",
-            format!(
-                "%checkpoint needs its runtime crate in the session, and adding a crate now would make evcxr drop {} (their types are defined in this session). \
-                 Nothing was changed. Run `%checkpoint init` (or any `:dep` line) before defining such variables, e.g. in the first cell, then run the cells again.",
-                list.join(", ")
-            ),
-        ));
+        return Ok(Readiness::WouldDrop(risky));
     }
     let dep = dep_line()?;
     match engine.execute(&dep, 1, cell) {
         ExecuteOutcome::Ok { .. } => {
             state.runtime_loaded = true;
-            Ok(())
+            Ok(Readiness::Loaded)
         }
         ExecuteOutcome::Error(error) => Err(MagicError::new(
             "CheckpointError",

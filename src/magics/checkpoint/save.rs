@@ -5,11 +5,16 @@
 //! Invariants: variables are only borrowed by the generated code (every one
 //! stays usable); a write error (a full disk, a failed fsync) aborts the whole
 //! save and removes its staging directory; a failing `Serialize` fails only
-//! its variable.
+//! its variable; when the runtime cannot be added without evcxr dropping
+//! variables, the save keeps the code, the files and the environment and says
+//! which variables it could not keep, instead of refusing.
+//! `--files` takes paths, folders and globs; a file under the current
+//! directory is recorded relative to it (a restore puts it back there).
 
 use super::journal;
+use super::place::Place;
 use super::retention;
-use super::runtime;
+use super::runtime::{self, Readiness};
 use super::state::CheckpointState;
 use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome};
@@ -22,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct Request {
-    pub dir: PathBuf,
+    pub place: Place,
     /// Added to the name: `ckpt-000042-LABEL`.
     pub label: Option<String>,
     pub vars: Option<Vec<String>>,
@@ -34,7 +39,8 @@ pub struct Request {
 
 pub struct Saved {
     pub manifest: Manifest,
-    pub path: PathBuf,
+    /// Where it went, as shown to the user.
+    pub place: String,
     pub seconds: f64,
     pub removed: Vec<String>,
 }
@@ -110,7 +116,9 @@ pub fn variables_code(stage: Option<&Path>, report: &Path, vars: &[(String, Stri
     code
 }
 
-/// Runs the probe block; returns the variables (and files) it reports.
+/// Runs the probe block; returns the variables (and files) it reports. When
+/// the runtime cannot be added without dropping variables, nothing runs and
+/// every variable is reported skipped with the reason.
 pub fn run_variables(
     engine: &Engine,
     state: &mut CheckpointState,
@@ -118,7 +126,23 @@ pub fn run_variables(
     stage: Option<&Path>,
     vars: &[(String, String)],
 ) -> Result<Manifest, MagicError> {
-    runtime::ensure(engine, state, cell)?;
+    if let Readiness::WouldDrop(risky) = runtime::ensure(engine, state, cell)? {
+        let reason = Readiness::why_not(&risky);
+        let variables = vars
+            .iter()
+            .map(|(name, ty)| ferrolab_checkpoint::Variable {
+                name: name.clone(),
+                ty: ty.clone(),
+                status: Status::Skipped,
+                reason: Some(reason.clone()),
+                file: None,
+            })
+            .collect();
+        return Ok(Manifest {
+            variables,
+            ..Manifest::default()
+        });
+    }
     let scratch = tempfile::Builder::new()
         .prefix("ferrolab-ckpt-report-")
         .tempdir()
@@ -231,6 +255,25 @@ pub fn environment() -> BTreeMap<String, String> {
     env
 }
 
+/// What `--files NAME` means: the files a glob matches, or the file or
+/// every file under the folder NAME names. A pattern that matches nothing is
+/// an error (a typo must not save an empty checkpoint silently).
+fn expand_argument(named: &str) -> Result<Vec<PathBuf>, String> {
+    let is_pattern = named.contains(['*', '?', '[']);
+    if !is_pattern {
+        return expand_files(Path::new(named)).map_err(|e| e.to_string());
+    }
+    let mut found = Vec::new();
+    let matches = glob::glob(named).map_err(|e| format!("not a valid pattern: {e}"))?;
+    for path in matches.flatten() {
+        found.extend(expand_files(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    if found.is_empty() {
+        return Err("the pattern matches no file".into());
+    }
+    Ok(found)
+}
+
 /// Every regular file under `path` (itself if it is a file).
 fn expand_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path)?;
@@ -246,7 +289,7 @@ fn expand_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn write_failure(dir: &Path, what: &str, e: &std::io::Error) -> MagicError {
+fn write_failure(dir: &str, what: &str, e: &std::io::Error) -> MagicError {
     let hint = match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
             " The disk is full: free space, or save elsewhere with --dir."
@@ -254,8 +297,7 @@ fn write_failure(dir: &Path, what: &str, e: &std::io::Error) -> MagicError {
         _ => "",
     };
     error(format!(
-        "the checkpoint could not be written to {}: {what}: {e}.{hint} Nothing was committed; earlier checkpoints are intact.",
-        dir.display()
+        "the checkpoint could not be written to {dir}: {what}: {e}.{hint} Nothing was committed; earlier checkpoints are intact."
     ))
 }
 
@@ -267,28 +309,24 @@ pub fn save(
     request: Request,
 ) -> Result<Saved, MagicError> {
     let started = Instant::now();
-    let dir = request.dir.clone();
+    let place = &request.place;
+    let shown_place = place.describe();
     // User files first: a typo fails before anything is written.
     let mut user_files: Vec<(String, PathBuf)> = Vec::new();
     for named in &request.files {
-        let path = PathBuf::from(named);
-        let found = expand_files(&path)
+        let found = expand_argument(named)
             .map_err(|e| MagicError::usage(format!("--files {named}: {e}; nothing was saved")))?;
         for file in found {
-            let shown = if path.is_absolute() {
-                file.to_string_lossy().into_owned()
-            } else {
-                file.to_string_lossy().trim_start_matches("./").to_owned()
-            };
-            user_files.push((shown, file));
+            user_files.push((ferrolab_checkpoint::manifest::restore_name(&file), file));
         }
     }
     let vars = selected_variables(engine, request.vars.as_deref(), &request.exclude)?;
-    ferrolab_checkpoint::commit::sweep(&dir);
-    let mut stage = Stage::begin(&dir).map_err(|e| {
+    let root = place.staging_root().map_err(error)?;
+    ferrolab_checkpoint::commit::sweep(&root);
+    let mut stage = Stage::begin(&root).map_err(|e| {
         error(format!(
             "cannot create the checkpoint directory {}: {e}",
-            dir.display()
+            root.display()
         ))
     })?;
     let mut manifest = Manifest {
@@ -305,8 +343,7 @@ pub fn save(
                     .is_some_and(|r| r.starts_with("writing failed"))
         }) {
             return Err(error(format!(
-                "the checkpoint could not be written to {}: variable `{}`: {}. Nothing was committed; earlier checkpoints are intact.",
-                dir.display(),
+                "the checkpoint could not be written to {shown_place}: variable `{}`: {}. Nothing was committed; earlier checkpoints are intact.",
                 io.name,
                 io.reason.clone().unwrap_or_default()
             )));
@@ -319,7 +356,7 @@ pub fn save(
     for (name, bytes) in session_files(state) {
         stage
             .write_file(&format!("session/{name}"), &bytes)
-            .map_err(|e| write_failure(&dir, &format!("session/{name}"), &e))?;
+            .map_err(|e| write_failure(&shown_place, &format!("session/{name}"), &e))?;
     }
     for (index, (shown, source)) in user_files.iter().enumerate() {
         let base = source
@@ -329,7 +366,7 @@ pub fn save(
         let stored = format!("files/{index:04}-{base}");
         stage
             .copy_file(source, &stored)
-            .map_err(|e| write_failure(&dir, shown, &e))?;
+            .map_err(|e| write_failure(&shown_place, shown, &e))?;
         manifest.user_files.push(UserFile {
             original: shown.clone(),
             stored,
@@ -337,16 +374,26 @@ pub fn save(
     }
     manifest.environment = environment();
     manifest.created_unix = now_unix();
-    let path = stage
+    let committed = stage
         .commit(&mut manifest, request.label.as_deref())
-        .map_err(|e| write_failure(&dir, "commit", &e))?;
+        .map_err(|e| write_failure(&shown_place, "commit", &e))?;
+    if let Place::Remote(remote) = place {
+        // Earlier saves whose upload failed go first, in order; this one,
+        // the newest in the spool, goes last.
+        let (names, failed) = remote.upload_pending(Some(cell));
+        if let Some(failed) = failed {
+            return Err(error(format!("the upload failed: {failed}")));
+        }
+        manifest.name = names.last().cloned().unwrap_or_default();
+    }
+    drop(committed);
     state.last_commit_unix = Some(manifest.created_unix);
-    state.last_dir = Some(dir.clone());
+    state.last_place = Some(shown_place.clone());
     ferrolab_checkpoint::crash::point("retention");
-    let removed = retention::apply(&dir, &state.retention, state.restored_from.as_deref());
+    let removed = retention::apply(place, &state.retention, state.restored_from.as_deref());
     Ok(Saved {
         manifest,
-        path,
+        place: shown_place,
         seconds: started.elapsed().as_secs_f64(),
         removed,
     })

@@ -3,7 +3,8 @@
 //! in-cell macro reads.
 
 use super::journal::Entry;
-use std::path::PathBuf;
+use super::place::Place;
+use crate::magics::MagicError;
 use std::time::Duration;
 
 /// `--keep-best METRIC:min|max:K`.
@@ -25,7 +26,8 @@ pub struct Retention {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Auto {
     pub every: Duration,
-    pub dir: Option<PathBuf>,
+    /// `--dir` as given (a folder made absolute, or an `s3://` URL).
+    pub dir: Option<String>,
 }
 
 #[derive(Default)]
@@ -36,31 +38,35 @@ pub struct CheckpointState {
     pub runtime_loaded: bool,
     /// When this kernel last committed a checkpoint (unix seconds).
     pub last_commit_unix: Option<f64>,
-    /// Never removed by retention while this kernel lives.
-    pub restored_from: Option<PathBuf>,
+    /// The checkpoint this kernel restored from (by name): never removed by
+    /// retention while this kernel lives.
+    pub restored_from: Option<String>,
     /// Holds the state file and session files for the in-cell macro.
     pub scratch: Option<tempfile::TempDir>,
     /// Whether the session was told about the state file.
     pub state_env_set: bool,
     /// Where this kernel last saved (what a lost-state message looks at).
-    pub last_dir: Option<PathBuf>,
+    pub last_place: Option<String>,
 }
 
 impl CheckpointState {
-    /// The directory checkpoints go to: `--dir`, else the auto policy's,
-    /// else `$FERROLAB_CHECKPOINT_DIR`, else `./checkpoints`; made absolute.
-    pub fn dir(&self, explicit: Option<&str>) -> PathBuf {
-        let chosen = explicit
-            .map(PathBuf::from)
+    /// Where checkpoints go, as text: `--dir`, else the auto policy's, else
+    /// `$FERROLAB_CHECKPOINT_DIR`, else `./checkpoints`.
+    pub fn destination(&self, explicit: Option<&str>) -> String {
+        explicit
+            .map(str::to_owned)
             .or_else(|| self.auto.as_ref().and_then(|a| a.dir.clone()))
-            .or_else(|| std::env::var_os("FERROLAB_CHECKPOINT_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("checkpoints"));
-        if chosen.is_absolute() {
-            chosen
-        } else {
-            std::env::current_dir()
-                .map(|cwd| cwd.join(&chosen))
-                .unwrap_or(chosen)
-        }
+            .or_else(|| {
+                std::env::var("FERROLAB_CHECKPOINT_DIR")
+                    .ok()
+                    .filter(|d| !d.is_empty())
+            })
+            .unwrap_or_else(|| "checkpoints".to_owned())
+    }
+
+    /// [`destination`](Self::destination) as a [`Place`] (a folder made
+    /// absolute against the current directory, or object storage).
+    pub fn place(&self, explicit: Option<&str>) -> Result<Place, MagicError> {
+        Place::parse(&self.destination(explicit)).map_err(|e| MagicError::new("CheckpointError", e))
     }
 }
