@@ -72,9 +72,10 @@ impl Router {
             };
         match segment {
             Segment::Rust { code, first_line } => {
+                let env = state.environment();
                 let checkpoints = &mut state.checkpoint;
                 let (run, prepended) =
-                    match checkpoint::before_rust(&self.engine, checkpoints, &code, cell) {
+                    match checkpoint::before_rust(&self.engine, checkpoints, &code, cell, &env) {
                         Ok(prepared) => prepared,
                         Err(outcome) => return outcome,
                     };
@@ -271,12 +272,14 @@ impl Interpreter for Router {
                     }
                 }
                 error => {
-                    checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, false);
-                    return checkpoint::explain_loss(&state.checkpoint, error);
+                    let env = state.environment();
+                    checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, false, &env);
+                    return checkpoint::explain_loss(&state.checkpoint, error, &env);
                 }
             }
         }
-        checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, true);
+        let env = state.environment();
+        checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, true, &env);
         if cell.is_cancelled() {
             return ExecuteOutcome::error(
                 "Interrupted",

@@ -263,11 +263,8 @@ impl Engine {
     /// Variables defined in the session, with their types (ferrolab's own
     /// `__ferrolab…` helpers left out).
     pub fn variables(&self) -> Vec<(String, String)> {
-        let mut variables = self
-            .submit(|done| Job::Variables { done })
-            .unwrap_or_default();
-        variables.retain(|(name, _)| !name.starts_with("__ferrolab"));
-        variables
+        self.submit(|done| Job::Variables { done })
+            .unwrap_or_default()
     }
 
     /// Names of the items (fns, types, traits, ...) defined in the session.

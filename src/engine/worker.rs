@@ -335,10 +335,12 @@ impl Worker {
         }
     }
 
+    /// The session's variables, ferrolab's own `__ferrolab…` helpers left out.
     fn variables(&self) -> Vec<(String, String)> {
         let mut variables: Vec<(String, String)> = self
             .context
             .variables_and_types()
+            .filter(|(name, _)| !name.starts_with("__ferrolab"))
             .map(|(name, ty)| (name.to_owned(), ty.to_owned()))
             .collect();
         variables.sort();

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import Kernel
 
-SETUP = """:dep serde = { version = "1", features = ["derive"] }
+DEFINITIONS = """:dep serde = { version = "1", features = ["derive"] }
 use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Model { weights: Vec<f32>, name: String, epoch: u32 }
@@ -31,7 +31,9 @@ struct Bad;
 impl serde::Serialize for Bad {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> { panic!("bad serialize") }
 }
-let model = Model { weights: (0..1000).map(|i| i as f32 * 0.25).collect(), name: "tiny".into(), epoch: 7 };
+"""
+
+VARIABLES = """let model = Model { weights: (0..1000).map(|i| i as f32 * 0.25).collect(), name: "tiny".into(), epoch: 7 };
 let weights: Vec<f32> = vec![0.5, -1.25, 3.0];
 let mut table: HashMap<String, i64> = HashMap::new();
 table.insert("alpha".into(), 1);
@@ -42,6 +44,8 @@ let file = std::fs::File::open("/etc/hostname").unwrap();
 let callback: Box<dyn Fn() -> i32> = Box::new(|| 7);
 let shared = std::rc::Rc::new(5);
 let bad = Bad;"""
+
+SETUP = DEFINITIONS + VARIABLES
 
 VALUES = 'format!("{:?}|{:?}|{:?}|{}|{:?}", model, weights, { let mut t: Vec<_> = table.iter().collect(); t.sort(); t }, count, title)'
 
@@ -337,6 +341,23 @@ for epoch in 0..10u32 {
     ok(ck.execute("%checkpoint auto off"))
 
 
+def reset(kernel):
+    """The module's variables with their first values (a test that crashed the runtime lost them)."""
+    ok(kernel.execute(VARIABLES))
+
+
+@pytest.fixture(scope="module")
+def saved(ck, work, tmp_path_factory):
+    """A checkpoint of every module variable and one file, made once, for the tests that
+    tamper with copies of it."""
+    root = tmp_path_factory.mktemp("saved")
+    (work / "data").mkdir(exist_ok=True)
+    (work / "data" / "notes.txt").write_text("keep me\n")
+    reset(ck)
+    ok(ck.execute(f"%checkpoint save first --dir {root} --files data/notes.txt"))
+    return root / "ckpt-000001-first"
+
+
 def rewrite_manifest(checkpoint, change):
     """Edits MANIFEST.json as an attacker with write access would (hashes kept consistent)."""
     path = checkpoint / "MANIFEST.json"
@@ -367,11 +388,12 @@ def evil_crate(folder, marker):
     (folder / "build.rs").write_text(f"fn main() {{ std::fs::write({json.dumps(str(marker))}, \"ran\").unwrap(); }}\n")
 
 
-def test_a_checkpoint_from_another_user_shows_its_code_and_asks_first(ck, work, tmp_path):
+def test_a_checkpoint_from_another_user_shows_its_code_and_asks_first(ck, saved, tmp_path):
+    reset(ck)
     marker = tmp_path / "build-script-ran"
     evil_crate(tmp_path / "evil", marker)
     root = tmp_path / "cp"
-    copy = foreign_copy(work / "checkpoints" / "ckpt-000001-first", root)
+    copy = foreign_copy(saved, root)
     # The attacker adds a crate whose build script runs, and says the checkpoint is ours.
     journal = copy / "session" / "journal.jsonl"
     journal.write_text(journal.read_text() + json.dumps({"code": f':dep evil = {{ path = "{tmp_path / "evil"}" }}', "unix_time": 1}) + "\n")
@@ -391,23 +413,25 @@ def test_a_checkpoint_from_another_user_shows_its_code_and_asks_first(ck, work, 
     assert ok(ck.execute("count")).result_text() == "42"
 
 
-def test_forged_origin_fields_do_not_make_a_checkpoint_foreign_or_trusted(ck, work, tmp_path):
+def test_forged_origin_fields_do_not_make_a_checkpoint_foreign_or_trusted(ck, saved, tmp_path):
+    reset(ck)
     root = tmp_path / "cp"
     copy = root / "ckpt-000001"
-    shutil.copytree(work / "checkpoints" / "ckpt-000001-first", copy)
+    shutil.copytree(saved, copy)
     # Our own checkpoint, with the manifest claiming another machine: origin comes from the files.
     rewrite_manifest(copy, lambda m: (m.update(name="ckpt-000001"), m["environment"].update(host="elsewhere", uid="999")))
     restored = ok(ck.execute(f"%checkpoint restore --dir {root}"))
     assert "restored 5" in restored.result_text() and not restored.inputs
 
 
-def test_tampered_names_types_and_paths_are_refused_and_nothing_runs(ck, work, tmp_path):
+def test_tampered_names_types_and_paths_are_refused_and_nothing_runs(ck, saved, tmp_path):
+    reset(ck)
     marker = tmp_path / "pwned"
-    source = work / "checkpoints" / "ckpt-000001-first"
+    source = saved
     write_marker = f'std::fs::write({json.dumps(str(marker))}, "").unwrap()'
     tampers = {
         "name": lambda m: m["variables"][0].update(name=f"count: u64 = {{ {write_marker}; 1 }}; let mut count2"),
-        "type": lambda m: m["variables"][0].update(type=f"u64 = {{ {write_marker}; 1 }}; let mut other: u64"),
+        "type": lambda m: next(v for v in m["variables"] if v["name"] == "count").update(type=f"u64 = {{ {write_marker}; 1 }}; let mut other: u64"),
         "file": lambda m: m["variables"][0].update(file="../../../outside.msgpack"),
         "source": lambda m: m["user_files"][0].update(stored="/etc/hostname"),
         "target": lambda m: m["user_files"][0].update(original="../../anywhere/notes.txt"),
@@ -429,11 +453,12 @@ def test_tampered_names_types_and_paths_are_refused_and_nothing_runs(ck, work, t
     assert ok(ck.execute("count")).result_text() == "42"
 
 
-def test_a_type_that_is_not_a_type_fails_alone_and_runs_nothing(ck, work, tmp_path):
+def test_a_type_that_is_not_a_type_fails_alone_and_runs_nothing(ck, saved, tmp_path):
+    reset(ck)
     marker = tmp_path / "pwned"
     root = tmp_path / "cp"
     copy = root / "ckpt-000001"
-    shutil.copytree(work / "checkpoints" / "ckpt-000001-first", copy)
+    shutil.copytree(saved, copy)
     evil_type = f'[u8; {{ std::fs::write({json.dumps(str(marker))}, "").unwrap(); 3 }}]'
 
     def tamper(manifest):
@@ -452,6 +477,7 @@ def test_a_type_that_is_not_a_type_fails_alone_and_runs_nothing(ck, work, tmp_pa
 
 
 def test_a_failed_restore_keeps_the_value_the_user_had(ck, tmp_path):
+    reset(ck)
     root = tmp_path / "cp"
     ok(ck.execute(f"%checkpoint save --dir {root} --vars count,title"))
     checkpoint = root / "ckpt-000001"
@@ -469,6 +495,7 @@ def test_a_failed_restore_keeps_the_value_the_user_had(ck, tmp_path):
 
 
 def test_restored_files_never_replace_different_ones_silently(ck, tmp_path):
+    reset(ck)
     (tmp_path / "data").mkdir()
     notes = tmp_path / "data" / "notes.txt"
     notes.write_text("saved version\n")
@@ -493,6 +520,7 @@ def test_restored_files_never_replace_different_ones_silently(ck, tmp_path):
 
 
 def test_names_resolve_as_typed(ck, tmp_path):
+    reset(ck)
     root = tmp_path / "cp"
     ok(ck.execute(f"%checkpoint save first --dir {root} --vars count"))
     ok(ck.execute(f"%checkpoint save --dir {root} --vars count"))
@@ -515,6 +543,7 @@ def test_names_resolve_as_typed(ck, tmp_path):
 
 
 def test_checkpoints_are_private(ck, tmp_path):
+    reset(ck)
     root = tmp_path / "cp"
     ok(ck.execute(f"%checkpoint save --dir {root} --vars count"))
     checkpoint = root / "ckpt-000001"
@@ -524,6 +553,7 @@ def test_checkpoints_are_private(ck, tmp_path):
 
 
 def test_hashing_refuses_symlinks_and_stops_on_interrupt(ck, tmp_path):
+    reset(ck)
     root = tmp_path / "cp"
     ok(ck.execute(f"%checkpoint save --dir {root} --vars count,weights"))
     data = root / "ckpt-000001" / "vars" / "weights.msgpack"
@@ -567,6 +597,7 @@ def wait_until_busy_on(kernel, msg_id, timeout=30):
 
 
 def test_weights_files_go_with_a_checkpoint_from_inside_a_loop(ck, tmp_path):
+    reset(ck)
     ok(ck.execute(f"%cd {tmp_path}"))
     try:
         ok(ck.execute("%checkpoint auto --every 1h --dir cp"))
@@ -708,6 +739,7 @@ def s3_valid(client, prefix):
 
 
 def test_s3_save_list_verify_restore_rm_and_retention(ck, s3):
+    reset(ck)
     url = "s3://ckpts/run1"
     ok(ck.execute("let big: Vec<f32> = (0..6_000_000).map(|i| i as f32).collect();"))
     s3.proxy.requests.clear()
@@ -734,14 +766,16 @@ def test_s3_save_list_verify_restore_rm_and_retention(ck, s3):
     ok(ck.execute(f"%checkpoint auto --every 1h --keep 2 --dir {url}"))
     for _ in range(2):
         ok(ck.execute("%checkpoint save --vars count"))
-    assert s3_valid(s3.client, "run1") == ["ckpt-000003", "ckpt-000004"], "retention keeps the newest 2"
+    # The newest 2, and the one this kernel restored from.
+    assert s3_valid(s3.client, "run1") == ["ckpt-000001-first", "ckpt-000003", "ckpt-000004"]
     ok(ck.execute("%checkpoint auto off"))
     assert "Removed ckpt-000003" in ok(ck.execute(f"%checkpoint rm 3 --dir {url}")).result_text()
-    assert s3_valid(s3.client, "run1") == ["ckpt-000004"]
+    assert s3_valid(s3.client, "run1") == ["ckpt-000001-first", "ckpt-000004"]
     assert not s3.client.list_objects_v2(Bucket="ckpts", Prefix="run1/ckpt-000003/").get("KeyCount")
 
 
 def test_s3_bad_credentials_missing_bucket_and_a_cut_connection_fail_cleanly(ck, s3):
+    reset(ck)
     url = "s3://ckpts/run2"
     ok(ck.execute(f"%checkpoint save --dir {url} --vars count"))
     good = s3_valid(s3.client, "run2")
@@ -773,6 +807,7 @@ def test_s3_bad_credentials_missing_bucket_and_a_cut_connection_fail_cleanly(ck,
 
 
 def test_s3_checkpoints_restore_on_another_machine_and_trust_follows_the_key(ck, s3, work, tmp_path):
+    reset(ck)
     url = "s3://ckpts/run3"
     ok(ck.execute(f"%checkpoint save shared --dir {url} --vars count,title,table"))
     # Another VM: another home (no cache, no key of ours), the same bucket.
@@ -794,6 +829,7 @@ def test_s3_checkpoints_restore_on_another_machine_and_trust_follows_the_key(ck,
 
 
 def test_s3_in_cell_checkpoints_go_up_after_a_crash(ck, s3):
+    reset(ck)
     url = "s3://ckpts/run4"
     ok(ck.execute(f"%checkpoint auto --every 1h --dir {url}"))
     crashed = ck.execute("""let mut state = vec![0.0f32; 4];

@@ -7,7 +7,7 @@
 use super::place::Place;
 use super::retention;
 use super::save::{environment, session_files};
-use super::state::CheckpointState;
+use super::state::{CheckpointState, Env};
 use crate::engine::Engine;
 use crate::kernel::{CellContext, StreamName};
 use ferrolab_checkpoint::commit;
@@ -19,7 +19,7 @@ const DEFAULT_EVERY_SECS: f64 = 600.0;
 
 /// Writes the state file (runtime loaded only). Errors are logged: a cell
 /// never fails because of this.
-pub fn prepare(engine: &Engine, state: &mut CheckpointState) {
+pub fn prepare(engine: &Engine, state: &mut CheckpointState, env: &Env) {
     if !state.runtime_loaded {
         return;
     }
@@ -43,7 +43,7 @@ pub fn prepare(engine: &Engine, state: &mut CheckpointState) {
     for (name, bytes) in session_files(state) {
         let _ = std::fs::write(session.join(name), bytes);
     }
-    let dir = match state.place(None).map(|p| p.staging_root()) {
+    let dir = match state.place(None, env).map(|p| p.staging_root()) {
         Ok(Ok(dir)) => dir,
         Ok(Err(error)) => {
             log::warn!("checkpoint destination: {error}");
@@ -81,11 +81,11 @@ pub fn prepare(engine: &Engine, state: &mut CheckpointState) {
 /// After a cell (also one that crashed or was interrupted): checkpoints
 /// committed from inside it are uploaded when the destination is object
 /// storage, update the last-commit time and get retention.
-pub fn after_cell(state: &mut CheckpointState, cell: &CellContext) {
+pub fn after_cell(state: &mut CheckpointState, cell: &CellContext, env: &Env) {
     if !state.runtime_loaded {
         return;
     }
-    let Ok(place) = state.place(None) else {
+    let Ok(place) = state.place(None, env) else {
         return;
     };
     let Ok(root) = place.staging_root() else {

@@ -5,7 +5,7 @@
 use super::place::Place;
 use super::restore::Report;
 use super::save::{Saved, now_unix};
-use super::state::CheckpointState;
+use super::state::{CheckpointState, Env};
 use crate::protocol::content::MimeBundle;
 use ferrolab_checkpoint::Status;
 use ferrolab_checkpoint::commit::{self, Listed};
@@ -266,12 +266,12 @@ pub fn restore_summary(report: &Report) -> String {
 }
 
 /// Added to the error when variables were lost.
-pub fn lost_state_hint(state: &CheckpointState, lost: &[String]) -> String {
+pub fn lost_state_hint(state: &CheckpointState, lost: &[String], env: &Env) -> String {
     let shown = state
         .last_place
         .clone()
-        .unwrap_or_else(|| state.destination(None));
-    let place = Place::parse(&shown);
+        .unwrap_or_else(|| state.destination(None, env));
+    let place = Place::parse(&shown, env);
     let shown = place.as_ref().map_or(shown, |p| p.describe());
     let newest = place
         .ok()

@@ -21,7 +21,7 @@ mod signature;
 pub mod state;
 mod trust;
 
-pub use state::CheckpointState;
+pub use state::{CheckpointState, Env};
 
 use super::args;
 use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
@@ -231,8 +231,9 @@ fn checkpoint(call: &mut Call) -> MagicResult {
                 .iter()
                 .map(|f| args::expand_path(f))
                 .collect::<Result<Vec<_>, _>>()?;
+            let env = call.state.environment();
             let state = &mut call.state.checkpoint;
-            let place = state.place(expand(dir)?.as_deref())?;
+            let place = state.place(expand(dir)?.as_deref(), &env)?;
             let saved = save::save(
                 call.engine,
                 state,
@@ -258,8 +259,9 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             force,
             dir,
         } => {
+            let env = call.state.environment();
             let state = &mut call.state.checkpoint;
-            let place = state.place(expand(dir)?.as_deref())?;
+            let place = state.place(expand(dir)?.as_deref(), &env)?;
             let best_by = match metric {
                 Some(text) => {
                     let (metric, minimize) = parse_direction(&text)?;
@@ -308,6 +310,7 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             keep_best,
             dir,
         } => {
+            let env = call.state.environment();
             let state = &mut call.state.checkpoint;
             match off.as_deref() {
                 Some("off") => {
@@ -334,7 +337,11 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             };
             // Checked now, so a typo in --dir is an error here, not at the first save.
             let dir = match expand(dir)? {
-                Some(dir) => Some(Place::parse(&dir).map_err(checkpoint_error)?.describe()),
+                Some(dir) => Some(
+                    Place::parse(&dir, &env)
+                        .map_err(checkpoint_error)?
+                        .describe(),
+                ),
                 None => None,
             };
             state.retention = retention;
@@ -342,7 +349,7 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             let readiness = runtime::ensure(call.engine, state, call.cell)?;
             let mut text = format!(
                 "Auto-checkpointing to {} after a successful cell once {} have passed",
-                state.destination(None),
+                state.destination(None, &env),
                 humantime::format_duration(every)
             );
             if let Some(keep) = keep {
@@ -363,7 +370,8 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             Ok(text_result(text))
         }
         Command::Rm { name, dir } => {
-            let place = call.state.checkpoint.place(expand(dir)?.as_deref())?;
+            let env = call.state.environment();
+            let place = call.state.checkpoint.place(expand(dir)?.as_deref(), &env)?;
             let listed = place
                 .list(Depth::Sizes, &|| call.cell.is_cancelled())
                 .map_err(checkpoint_error)?;
@@ -391,7 +399,8 @@ fn checkpoint(call: &mut Call) -> MagicResult {
 }
 
 fn list(call: &mut Call, dir: Option<String>) -> MagicResult {
-    let place = call.state.checkpoint.place(dir.as_deref())?;
+    let env = call.state.environment();
+    let place = call.state.checkpoint.place(dir.as_deref(), &env)?;
     let depth = match &place {
         Place::Local(dir) => listing::depth_for_listing(dir),
         Place::Remote(_) => Depth::Sizes,
@@ -431,7 +440,8 @@ fn list(call: &mut Call, dir: Option<String>) -> MagicResult {
 }
 
 fn verify(call: &mut Call, name: Option<String>, dir: Option<String>) -> MagicResult {
-    let place = call.state.checkpoint.place(dir.as_deref())?;
+    let env = call.state.environment();
+    let place = call.state.checkpoint.place(dir.as_deref(), &env)?;
     let cell = call.cell;
     let interrupted =
         |what: &str| MagicError::new("Interrupted", format!("{what} was interrupted"));
@@ -498,7 +508,8 @@ fn verify(call: &mut Call, name: Option<String>, dir: Option<String>) -> MagicRe
 }
 
 fn status(call: &mut Call, dir: Option<String>) -> MagicResult {
-    let place = call.state.checkpoint.place(dir.as_deref())?;
+    let env = call.state.environment();
+    let place = call.state.checkpoint.place(dir.as_deref(), &env)?;
     let mut lines = vec![format!("Destination: {}", place.describe())];
     let listed = place
         .list(Depth::Sizes, &|| call.cell.is_cancelled())
@@ -587,6 +598,7 @@ pub fn before_rust(
     state: &mut CheckpointState,
     code: &str,
     cell: &CellContext,
+    env: &Env,
 ) -> Result<(String, bool), ExecuteOutcome> {
     if code.lines().any(|line| line.trim() == ":clear") {
         state.runtime_loaded = false;
@@ -608,7 +620,7 @@ pub fn before_rust(
             }
         }
     }
-    in_cell::prepare(engine, state);
+    in_cell::prepare(engine, state, env);
     Ok((code.to_owned(), false))
 }
 
@@ -631,8 +643,9 @@ pub fn after_cell(
     state: &mut CheckpointState,
     cell: &CellContext,
     succeeded: bool,
+    env: &Env,
 ) {
-    in_cell::after_cell(state, cell);
+    in_cell::after_cell(state, cell, env);
     let Some(auto) = state.auto.clone() else {
         return;
     };
@@ -643,7 +656,7 @@ pub fn after_cell(
     if !succeeded || !due || cell.is_cancelled() || engine.variables().is_empty() {
         return;
     }
-    let place = match state.place(None) {
+    let place = match state.place(None, env) {
         Ok(place) => place,
         Err(error) => {
             cell.stream(
@@ -675,7 +688,7 @@ pub fn after_cell(
 }
 
 /// Adds the newest checkpoint to an error that lost variables.
-pub fn explain_loss(state: &CheckpointState, outcome: ExecuteOutcome) -> ExecuteOutcome {
+pub fn explain_loss(state: &CheckpointState, outcome: ExecuteOutcome, env: &Env) -> ExecuteOutcome {
     let ExecuteOutcome::Error(mut error) = outcome else {
         return outcome;
     };
@@ -683,7 +696,9 @@ pub fn explain_loss(state: &CheckpointState, outcome: ExecuteOutcome) -> Execute
         && let Some((_, names)) = error.evalue.split_once("lost variables: ")
     {
         let lost: Vec<String> = names.split(", ").map(|n| n.trim().to_owned()).collect();
-        error.traceback.push(listing::lost_state_hint(state, &lost));
+        error
+            .traceback
+            .push(listing::lost_state_hint(state, &lost, env));
     }
     ExecuteOutcome::Error(error)
 }

@@ -8,6 +8,7 @@
 //! against the manifest (object storage is downloaded and verified first).
 
 use super::remote::{self, Remote};
+use super::state::Env;
 use crate::kernel::CellContext;
 use ferrolab_checkpoint::commit::{self, Listed};
 use ferrolab_checkpoint::manifest::Depth;
@@ -27,9 +28,9 @@ pub struct Opened {
 
 impl Place {
     /// `s3://…` or a folder (made absolute against the current directory).
-    pub fn parse(text: &str) -> Result<Place, String> {
+    pub fn parse(text: &str, env: &Env) -> Result<Place, String> {
         if remote::is_url(text) {
-            return Remote::from_url(text).map(Place::Remote);
+            return Remote::from_url(text, env).map(Place::Remote);
         }
         let path = PathBuf::from(text);
         Ok(Place::Local(if path.is_absolute() {

@@ -17,6 +17,7 @@
 
 use super::place::Opened;
 use super::signature;
+use super::state::Env;
 use crate::kernel::{CellContext, StreamName};
 use ferrolab_checkpoint::commit::{self, Listed, create_private_dir_all, create_private_file};
 use ferrolab_checkpoint::hash::HashingWriter;
@@ -58,6 +59,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 pub struct Remote {
+    /// The environment it was made in (credentials, cache folder, key).
+    env: Env,
     bucket: String,
     /// Without leading or trailing `/`; may be empty.
     prefix: String,
@@ -67,19 +70,22 @@ pub struct Remote {
 
 /// `[profile]` settings from the AWS shared files, for the keys the
 /// environment does not set.
-fn profile_settings() -> BTreeMap<String, String> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+fn profile_settings(env: &Env) -> BTreeMap<String, String> {
+    let home = env.get("HOME").map(PathBuf::from);
+    let profile = env
+        .get("AWS_PROFILE")
+        .cloned()
+        .unwrap_or_else(|| "default".into());
     let mut found = BTreeMap::new();
     let files = [
         (
-            std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            env.get("AWS_SHARED_CREDENTIALS_FILE")
                 .map(PathBuf::from)
                 .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials"))),
             profile.clone(),
         ),
         (
-            std::env::var_os("AWS_CONFIG_FILE")
+            env.get("AWS_CONFIG_FILE")
                 .map(PathBuf::from)
                 .or_else(|| home.as_ref().map(|h| h.join(".aws/config"))),
             if profile == "default" {
@@ -105,13 +111,13 @@ fn profile_settings() -> BTreeMap<String, String> {
     found
 }
 
-fn env_set(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| !v.is_empty())
+fn env_set(env: &Env, name: &str) -> bool {
+    env.get(name).is_some_and(|v| !v.is_empty())
 }
 
 impl Remote {
     /// Parses `s3://bucket/prefix` and prepares a client (no request yet).
-    pub fn from_url(url: &str) -> Result<Remote, String> {
+    pub fn from_url(url: &str, env: &Env) -> Result<Remote, String> {
         let rest = url.strip_prefix(SCHEME).unwrap_or(url);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -123,9 +129,16 @@ impl Remote {
                 "`{url}`: the prefix may not contain empty, `.` or `..` parts"
             ));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        let profile = profile_settings();
-        if !env_set("AWS_ACCESS_KEY_ID") {
+        // `AWS_*` from the notebook's environment (`%env` included), as
+        // `AmazonS3Builder::from_env` reads them from the process.
+        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        for (key, value) in env.iter().filter(|(k, _)| k.starts_with("AWS_")) {
+            if let Ok(config) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                builder = builder.with_config(config, value);
+            }
+        }
+        let profile = profile_settings(env);
+        if !env_set(env, "AWS_ACCESS_KEY_ID") {
             for (key, config) in [
                 ("aws_access_key_id", AmazonS3ConfigKey::AccessKeyId),
                 ("aws_secret_access_key", AmazonS3ConfigKey::SecretAccessKey),
@@ -136,7 +149,7 @@ impl Remote {
                 }
             }
         }
-        if !env_set("AWS_REGION") && !env_set("AWS_DEFAULT_REGION") {
+        if !env_set(env, "AWS_REGION") && !env_set(env, "AWS_DEFAULT_REGION") {
             builder = builder.with_region(
                 profile
                     .get("region")
@@ -144,16 +157,18 @@ impl Remote {
                     .unwrap_or_else(|| "us-east-1".into()),
             );
         }
-        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .ok()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+        let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .find_map(|name| env.get(*name).cloned())
             .or_else(|| profile.get("endpoint_url").cloned())
             .filter(|e| !e.is_empty());
+        // One set of client options: `with_client_options` replaces them all.
+        let mut client = ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_timeout(Duration::from_secs(300));
         if let Some(endpoint) = &endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
+            builder = builder.with_endpoint(endpoint);
+            client = client.with_allow_http(endpoint.starts_with("http://"));
         }
         let store = builder
             .with_retry(RetryConfig {
@@ -161,14 +176,11 @@ impl Remote {
                 max_retries: 4,
                 retry_timeout: Duration::from_secs(60),
             })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300)),
-            )
+            .with_client_options(client)
             .build()
-            .map_err(|e| format!("cannot use {url}: {}", describe(&e)))?;
+            .map_err(|e| format!("cannot use {url}: {}", describe(&e, env)))?;
         Ok(Remote {
+            env: env.clone(),
             bucket: bucket.to_owned(),
             prefix,
             endpoint,
@@ -195,10 +207,16 @@ impl Remote {
     /// `~/.cache/ferrolab/checkpoints/<this destination>/`, private.
     fn local_root(&self) -> Result<PathBuf, String> {
         use sha2::Digest;
-        let cache = std::env::var_os("XDG_CACHE_HOME")
+        let cache = self
+            .env
+            .get("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .or_else(|| {
+                self.env
+                    .get("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache"))
+            })
             .unwrap_or_else(std::env::temp_dir);
         let identity = format!("{}|{}", self.url(), self.endpoint.as_deref().unwrap_or(""));
         let digest = hex::encode(sha2::Sha256::digest(identity.as_bytes()));
@@ -227,7 +245,7 @@ impl Remote {
     }
 
     fn explain(&self, error: &object_store::Error) -> String {
-        let text = describe(error);
+        let text = describe(error, &self.env);
         let hint = match error {
             object_store::Error::NotFound { .. } => format!(
                 " (does the bucket `{}` exist{}?)",
@@ -380,7 +398,7 @@ impl Remote {
                 entry.name
             ));
         }
-        let origin = signature::verify(&value);
+        let origin = signature::verify(&value, &self.env);
         let target = entry.path.clone();
         let cached = manifest::read(&target)
             .ok()
@@ -531,7 +549,7 @@ impl Remote {
                 None => format!("{}{number:06}", commit::PREFIX),
             };
             value["name"] = serde_json::Value::String(name.clone());
-            signature::sign(&mut value)?;
+            signature::sign(&mut value, &self.env)?;
             let signed = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
             if let Some(progress) = progress.as_mut() {
                 progress.restart(&name);
@@ -714,14 +732,13 @@ fn credentials_hint() -> String {
 }
 
 /// The text of an object-store error without anything secret in it.
-fn describe(error: &object_store::Error) -> String {
-    let text = error.to_string();
-    let mut out = text;
+fn describe(error: &object_store::Error, env: &Env) -> String {
+    let mut out = error.to_string();
     for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
-        if let Ok(value) = std::env::var(secret)
+        if let Some(value) = env.get(secret)
             && value.len() >= 8
         {
-            out = out.replace(&value, "…");
+            out = out.replace(value.as_str(), "…");
         }
     }
     out
@@ -793,7 +810,8 @@ mod tests {
 
     #[test]
     fn urls_parse_into_bucket_and_prefix() {
-        let remote = Remote::from_url("s3://runs/hw2/first/").unwrap();
+        let env = Env::new();
+        let remote = Remote::from_url("s3://runs/hw2/first/", &env).unwrap();
         assert_eq!(remote.bucket, "runs");
         assert_eq!(remote.prefix, "hw2/first");
         assert_eq!(remote.url(), "s3://runs/hw2/first");
@@ -801,9 +819,9 @@ mod tests {
             remote.key("ckpt-000001/MANIFEST.json").as_ref(),
             "hw2/first/ckpt-000001/MANIFEST.json"
         );
-        let bare = Remote::from_url("s3://runs").unwrap();
+        let bare = Remote::from_url("s3://runs", &env).unwrap();
         assert_eq!(bare.key("x").as_ref(), "x");
-        assert!(Remote::from_url("s3:///prefix").is_err());
-        assert!(Remote::from_url("s3://b/../x").is_err());
+        assert!(Remote::from_url("s3:///prefix", &env).is_err());
+        assert!(Remote::from_url("s3://b/../x", &env).is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! created on first use with 32 random bytes, mode 0600 in a 0700 folder.
 //! It never appears in output or logs.
 
+use super::state::Env;
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -19,22 +20,23 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 pub const KEY_ENV: &str = "FERROLAB_CHECKPOINT_KEY";
 const FIELD: &str = "signature";
 
-fn key_file() -> Option<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
+fn key_file(env: &Env) -> Option<PathBuf> {
+    let config = env
+        .get("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     Some(config.join("ferrolab").join("checkpoint.key"))
 }
 
 /// The user's checkpoint key, created if there is none yet.
-fn key() -> Result<Vec<u8>, String> {
-    if let Ok(value) = std::env::var(KEY_ENV)
+fn key(env: &Env) -> Result<Vec<u8>, String> {
+    if let Some(value) = env.get(KEY_ENV)
         && !value.trim().is_empty()
     {
         return Ok(value.trim().as_bytes().to_vec());
     }
-    let path = key_file().ok_or("no HOME to keep the checkpoint key in")?;
+    let path = key_file(env).ok_or("no HOME to keep the checkpoint key in")?;
     if let Ok(text) = std::fs::read_to_string(&path)
         && !text.trim().is_empty()
     {
@@ -84,8 +86,8 @@ fn mac(key: &[u8], manifest: &Value) -> HmacSha256 {
 }
 
 /// Adds the signature to a manifest (replacing any).
-pub fn sign(manifest: &mut Value) -> Result<(), String> {
-    let key = key()?;
+pub fn sign(manifest: &mut Value, env: &Env) -> Result<(), String> {
+    let key = key(env)?;
     let tag = hex::encode(mac(&key, manifest).finalize().into_bytes());
     if let Some(object) = manifest.as_object_mut() {
         object.insert(FIELD.into(), Value::String(tag));
@@ -94,12 +96,12 @@ pub fn sign(manifest: &mut Value) -> Result<(), String> {
 }
 
 /// `Ok` when the manifest was signed with this user's key; else why not.
-pub fn verify(manifest: &Value) -> Result<(), String> {
+pub fn verify(manifest: &Value, env: &Env) -> Result<(), String> {
     let Some(tag) = manifest.get(FIELD).and_then(Value::as_str) else {
         return Err("it carries no signature".into());
     };
     let tag = hex::decode(tag).map_err(|_| "its signature is malformed".to_owned())?;
-    let key = key()?;
+    let key = key(env)?;
     mac(&key, manifest).verify_slice(&tag).map_err(|_| {
         format!(
             "its signature was not made with your checkpoint key (set {KEY_ENV} to the same value on every machine whose checkpoints you trust)"
@@ -114,24 +116,29 @@ mod tests {
 
     #[test]
     fn a_signed_manifest_verifies_and_any_change_breaks_it() {
-        // SAFETY: the test sets a variable no other test reads.
-        unsafe { std::env::set_var(KEY_ENV, "test-key-for-signatures") };
+        let env: Env = [(KEY_ENV.to_owned(), "test-key-for-signatures".to_owned())].into();
+        let other: Env = [(KEY_ENV.to_owned(), "another-machine".to_owned())].into();
         let mut manifest = json!({"name": "ckpt-000001", "files": [{"path": "vars/x", "size": 3}]});
-        assert!(verify(&manifest).unwrap_err().contains("no signature"));
-        sign(&mut manifest).unwrap();
-        assert_eq!(verify(&manifest), Ok(()));
+        assert!(
+            verify(&manifest, &env)
+                .unwrap_err()
+                .contains("no signature")
+        );
+        sign(&mut manifest, &env).unwrap();
+        assert_eq!(verify(&manifest, &env), Ok(()));
+        assert!(verify(&manifest, &other).is_err());
         let text = manifest.to_string();
         let reparsed: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(verify(&reparsed), Ok(()));
+        assert_eq!(verify(&reparsed, &env), Ok(()));
         let mut tampered = reparsed.clone();
         tampered["files"][0]["size"] = json!(4);
         assert!(
-            verify(&tampered)
+            verify(&tampered, &env)
                 .unwrap_err()
                 .contains("not made with your")
         );
         let mut forged = tampered.clone();
         forged["signature"] = json!("00".repeat(32));
-        assert!(verify(&forged).is_err());
+        assert!(verify(&forged, &env).is_err());
     }
 }

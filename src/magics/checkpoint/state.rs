@@ -5,7 +5,13 @@
 use super::journal::Entry;
 use super::place::Place;
 use crate::magics::MagicError;
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The environment the notebook's commands see (`%env` applied): where
+/// checkpoint settings, object-storage credentials and the checkpoint key
+/// are read from.
+pub type Env = BTreeMap<String, String>;
 
 /// `--keep-best METRIC:min|max:K`.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,21 +58,22 @@ pub struct CheckpointState {
 impl CheckpointState {
     /// Where checkpoints go, as text: `--dir`, else the auto policy's, else
     /// `$FERROLAB_CHECKPOINT_DIR`, else `./checkpoints`.
-    pub fn destination(&self, explicit: Option<&str>) -> String {
+    pub fn destination(&self, explicit: Option<&str>, env: &Env) -> String {
         explicit
             .map(str::to_owned)
             .or_else(|| self.auto.as_ref().and_then(|a| a.dir.clone()))
             .or_else(|| {
-                std::env::var("FERROLAB_CHECKPOINT_DIR")
-                    .ok()
+                env.get("FERROLAB_CHECKPOINT_DIR")
                     .filter(|d| !d.is_empty())
+                    .cloned()
             })
             .unwrap_or_else(|| "checkpoints".to_owned())
     }
 
     /// [`destination`](Self::destination) as a [`Place`] (a folder made
     /// absolute against the current directory, or object storage).
-    pub fn place(&self, explicit: Option<&str>) -> Result<Place, MagicError> {
-        Place::parse(&self.destination(explicit)).map_err(|e| MagicError::new("CheckpointError", e))
+    pub fn place(&self, explicit: Option<&str>, env: &Env) -> Result<Place, MagicError> {
+        Place::parse(&self.destination(explicit, env), env)
+            .map_err(|e| MagicError::new("CheckpointError", e))
     }
 }
