@@ -75,8 +75,11 @@ says which one is used.
 Downloads show a live progress bar, go to NAME.part and are renamed when
 complete and checked (size, x-goog-hash); an interrupted or failed download
 resumes where it stopped when run again. Up-to-date files are skipped unless
---force. --unzip checks every entry (CRC, zip-slip) and deletes the zip only
-after a clean extraction.
+--force. --unzip checks every entry first (no absolute or `..` names, no links,
+never through a link or over a folder of yours, size and expansion ratio within
+FERROLAB_UNZIP_MAX_BYTES / FERROLAB_UNZIP_MAX_RATIO, default 100x), extracts
+all or nothing (CRC checked) and deletes the zip only after a clean
+extraction; a damaged zip is downloaded again on the next run.
 
 Environment: KAGGLE_API_ENDPOINT (another API server, e.g. http://127.0.0.1:8080),
 KAGGLE_API_ENVIRONMENT, KAGGLE_CONFIG_DIR, KAGGLE_PATH, KAGGLE_COMPETITION,
@@ -332,7 +335,8 @@ pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, Kag
         return Ok(Some(path));
     }
     let dest = path.parent().unwrap_or(&get.dir).to_path_buf();
-    match unzip::extract(&path, &dest, &ctx.cancel()) {
+    let limits = unzip_limits(&ctx.env)?;
+    match unzip::extract(&path, &dest, limits, &ctx.cancel()) {
         Ok(extracted) => {
             std::fs::remove_file(&path).map_err(|error| {
                 KaggleError::Io(format!(
@@ -358,10 +362,59 @@ pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, Kag
         Err(unzip::UnzipError::Interrupted) => Err(KaggleError::Interrupted(
             unzip::UnzipError::Interrupted.describe(&path, &dest),
         )),
-        Err(error) => Err(KaggleError::other(
-            "KaggleUnzipError",
-            error.describe(&path, &dest),
-        )),
+        Err(error) => {
+            if error.archive_is_damaged() {
+                mark_stale(&path);
+            }
+            Err(KaggleError::other(
+                "KaggleUnzipError",
+                error.describe(&path, &dest),
+            ))
+        }
+    }
+}
+
+/// The `--unzip` limits: `FERROLAB_UNZIP_MAX_BYTES` (bytes, or with a k, M,
+/// G or T unit; default none) and `FERROLAB_UNZIP_MAX_RATIO` (default 100;
+/// `0` or `none` turns it off), `%env` changes included.
+fn unzip_limits(env: &Env) -> Result<unzip::Limits, KaggleError> {
+    let mut limits = unzip::Limits::default();
+    let bad = |name: &str, value: &str, wanted: &str| {
+        KaggleError::other(
+            "UsageError",
+            format!("{name}={value} is not {wanted}; fix it with %env {name}=..."),
+        )
+    };
+    if let Some(value) = env.get("FERROLAB_UNZIP_MAX_BYTES") {
+        limits.max_bytes = Some(unzip::parse_bytes(value).ok_or_else(|| {
+            bad(
+                "FERROLAB_UNZIP_MAX_BYTES",
+                value,
+                "a size such as 50G or 2000000",
+            )
+        })?);
+    }
+    if let Some(value) = env.get("FERROLAB_UNZIP_MAX_RATIO") {
+        limits.max_ratio = match value.trim() {
+            "0" | "none" => None,
+            number => Some(number.parse::<u64>().map_err(|_| {
+                bad(
+                    "FERROLAB_UNZIP_MAX_RATIO",
+                    value,
+                    "a whole number such as 100 (or none)",
+                )
+            })?),
+        };
+    }
+    Ok(limits)
+}
+
+/// A kept archive that turned out damaged is not a good local copy: its
+/// modification time goes back to 1970, so the next run downloads it again
+/// (see [`download::up_to_date`]) instead of extracting the same bad bytes.
+fn mark_stale(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::UNIX_EPOCH);
     }
 }
 
