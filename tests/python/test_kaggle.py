@@ -654,6 +654,44 @@ def test_datasets_list_files_and_download(kk, server, alice, tmp_path):
     assert not auth_of(server.calls("POST", "DownloadDataset")[-1])
 
 
+def test_config_view_hides_a_proxy_password(kk, alice):
+    proxy = "http://me:proxy-pass-7777@127.0.0.1:3128"
+    outcome = kk.execute(f"%kaggle config set -n proxy -v {proxy}")
+    assert outcome.stream_text() == "- proxy is now set to: http://me:<hidden>@127.0.0.1:3128\n"
+    assert json.loads((kk.config_dir / "kaggle.json").read_text())["proxy"] == proxy
+    view = kk.execute("%kaggle config view")
+    assert "- proxy: http://me:<hidden>@127.0.0.1:3128" in view.stream_text()
+    kk.execute(f"%env KAGGLE_PROXY={proxy}")
+    view = kk.execute("%kaggle config view")
+    assert "- proxy: http://me:<hidden>@127.0.0.1:3128 (from KAGGLE_PROXY)" in view.stream_text()
+    assert "proxy-pass-7777" not in everything(view)
+
+
+def test_secrets_typed_into_cells_are_redacted_in_a_private_history(kk):
+    key = "typed-key-5555aaaa5555"
+    token = "KGAT_55555555555555555555555555555555"
+    password = "mirror-pass-5555"
+    cells = {
+        f"%env KAGGLE_KEY={key}": "%env KAGGLE_KEY=<hidden>",
+        f"%set_env KAGGLE_API_TOKEN {token}": "%set_env KAGGLE_API_TOKEN <hidden>",
+        f"%kaggle login --username alice --key {key}": "%kaggle login --username alice --key <hidden>",
+        f"%kaggle login --token {token}": "%kaggle login --token <hidden>",
+        f"%env MIRROR_URL=http://me:{password}@127.0.0.1:9/data": "%env MIRROR_URL=http://me:<hidden>@127.0.0.1:9/data",
+    }
+    for cell in cells:
+        kk.execute(cell)
+    stored = [json.loads(line)["input"] for line in kk.history_file.read_text().splitlines()]
+    for cell, redacted in cells.items():
+        assert redacted in stored, (redacted, stored[-8:])
+    text = kk.history_file.read_text()
+    for secret in [key, token, password]:
+        assert secret not in text
+    reply = kk.client.history(hist_access_type="tail", n=len(cells), reply=True, timeout=30)["content"]
+    assert [entry[2] for entry in reply["history"]] == list(cells.values())
+    assert stat.S_IMODE(kk.history_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kk.history_file.parent.stat().st_mode) == 0o700
+
+
 def test_the_endpoint_may_carry_the_api_prefix(kk, server, alice):
     kk.execute(f"%env KAGGLE_API_ENDPOINT={server.url}/api/v1")
     assert kk.execute("%kaggle competitions list").status == "ok"

@@ -147,6 +147,28 @@ def test_env_reaches_shell_and_rust_and_hides_secrets(kernel):
     assert kernel.execute("%env NOT_SET_ANYWHERE_42").error()["ename"] == "UsageError"
 
 
+def test_env_hides_every_kind_of_secret(kernel):
+    table = [
+        ("FEROLAB_TEST_MYSQL_PWD", "pwd-value-1", "<hidden>"),
+        ("FEROLAB_TEST_GITHUB_PAT", "pat-value-2", "<hidden>"),
+        ("FEROLAB_TEST_SMTP_PASS", "pass-value-3", "<hidden>"),
+        ("FEROLAB_TEST_NPM_AUTH", "auth-value-4", "<hidden>"),
+        ("FEROLAB_TEST_CREDENTIALS", "cred-value-5", "<hidden>"),
+        ("FEROLAB_TEST_PRIVATE_KEY", "private-value-6", "<hidden>"),
+        ("FEROLAB_TEST_DB_URL", "postgres://me:url-pass-7@db:5432/x", "postgres://me:<hidden>@db:5432/x"),
+        ("FEROLAB_TEST_PATH_LIKE", "/opt/bin", "/opt/bin"),
+    ]
+    for name, value, shown in table:
+        outcome = kernel.execute(f"%env {name}={value}")
+        assert outcome.stream_text() == f"env: {name}={shown}\n", name
+        assert kernel.execute(f"%env {name}").result_text() == f'"{shown}"', name
+    listing = kernel.execute("%env").result_text()
+    for name, value, shown in table:
+        assert f"{name}={shown}" in listing, name
+        if shown != value:
+            assert value not in listing
+
+
 def test_bash_cell_fails_on_nonzero_exit(kernel):
     outcome = kernel.execute("%%bash\necho before\nexit 3")
     assert outcome.status == "error"
