@@ -246,6 +246,23 @@ def test_rejected_credentials_say_which_source_and_never_echo_the_key(kk, server
     assert base64.b64encode(f"alice:{wrong}".encode()).decode() not in everything(outcome)
 
 
+@pytest.mark.parametrize("form", ["upper", "percent", "spaced"])
+def test_a_key_echoed_back_in_disguise_is_scrubbed(kk, server, form):
+    wrong = "Wr0ng+Key/With=Odd~chars-4242"
+    path = kk.config_dir / "kaggle.json"
+    path.write_text(json.dumps({"username": "alice", "key": wrong}))
+    path.chmod(0o600)
+    server.echo_form = form
+    outcome = kk.execute("%kaggle competitions list")
+    failure = error(outcome)
+    # The server's message arrived, with what it echoed masked.
+    assert "Kaggle said: Unauthenticated: invalid credentials ***" in failure["evalue"], failure["evalue"]
+    shown = everything(outcome)
+    for secret in [wrong, f"alice:{wrong}"]:
+        assert disguise(secret, form) not in shown
+        assert secret not in shown
+
+
 def test_a_json_code_is_an_error_even_under_http_200(kk, server, alice):
     server.code_in_body = True
     assert error(kk.execute("%kaggle competitions list"))["ename"] == "KaggleAuthError"

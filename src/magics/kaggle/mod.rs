@@ -6,7 +6,7 @@
 //! This module parses the command line and runs the command with a [`Ctx`]:
 //! the environment (with `%env` changes), the cwd, the cell, the credentials
 //! lookup. Invariant: every text that leaves (streams, results, the error) is
-//! passed through [`credentials::scrub`], so a key or token never shows even
+//! passed through [`scrub::scrub`], so a key or token never shows even
 //! if a server echoes it; nothing here logs one.
 
 mod account;
@@ -21,6 +21,7 @@ mod env;
 mod errors;
 mod progress;
 mod refs;
+mod scrub;
 mod sidecar;
 mod tables;
 mod transfer;
@@ -114,7 +115,7 @@ impl<'a> Ctx<'a> {
 
     /// A line (or lines) on stdout.
     pub fn say(&self, text: &str) {
-        let mut text = credentials::scrub(text, &self.secrets);
+        let mut text = scrub::scrub(text, &self.secrets);
         if !text.ends_with('\n') {
             text.push('\n');
         }
@@ -123,7 +124,7 @@ impl<'a> Ctx<'a> {
 
     /// A line on stderr (warnings).
     pub fn warn(&self, text: &str) {
-        let mut text = credentials::scrub(text, &self.secrets);
+        let mut text = scrub::scrub(text, &self.secrets);
         if !text.ends_with('\n') {
             text.push('\n');
         }
@@ -238,7 +239,7 @@ impl<'a> Ctx<'a> {
     fn scrub_bundle(&self, mut bundle: MimeBundle) -> MimeBundle {
         for (_, value) in bundle.iter_mut() {
             if let Value::String(text) = value {
-                *text = credentials::scrub(text, &self.secrets);
+                *text = scrub::scrub(text, &self.secrets);
             }
         }
         bundle
@@ -247,11 +248,11 @@ impl<'a> Ctx<'a> {
     fn scrub_error(&self, error: MagicError) -> MagicError {
         MagicError {
             ename: error.ename,
-            evalue: credentials::scrub(&error.evalue, &self.secrets),
+            evalue: scrub::scrub(&error.evalue, &self.secrets),
             traceback: error
                 .traceback
                 .iter()
-                .map(|line| credentials::scrub(line, &self.secrets))
+                .map(|line| scrub::scrub(line, &self.secrets))
                 .collect(),
         }
     }
@@ -513,8 +514,8 @@ mod tests {
         };
         let shown = errors::explain(error, &Target::competition("titanic"), &auth_context);
         let secrets = lookup.secrets();
-        let evalue = credentials::scrub(&shown.evalue, &secrets);
-        let traceback = credentials::scrub(&shown.traceback.join("\n"), &secrets);
+        let evalue = scrub::scrub(&shown.evalue, &secrets);
+        let traceback = scrub::scrub(&shown.traceback.join("\n"), &secrets);
         let basic = header.trim_start_matches("Basic ");
         for text in [
             &evalue,
