@@ -71,6 +71,22 @@ def test_shell_interpolates_rust_values_and_keeps_dollar_for_the_shell(kernel):
     assert "runs as written" in broken.stream_text("stderr")
 
 
+def test_shell_quotes_interpolated_values_with_q(kernel, tmp_path):
+    kernel.execute(f"%cd -q {tmp_path}")
+    value = """two  words, it's a "test"; touch PWNED; echo $HOME `id`"""
+    assert kernel.execute(f'let nasty = String::from(r#"{value}"#);').status == "ok"
+    quoted = kernel.execute("!printf '[%s]\\n' {nasty!q}")
+    assert quoted.stream_text() == f"[{value}]\n"
+    assert not (tmp_path / "PWNED").exists()
+    # Interpolation borrows: the String is still there.
+    assert kernel.execute("nasty.len()").result_text() == str(len(value.encode()))
+    # {expr} is pasted unquoted, as in IPython: the shell parses the value (see the README).
+    kernel.execute('let loose = String::from("a b; touch PWNED");')
+    assert kernel.execute("!printf '[%s]\\n' {loose}").stream_text() == "[a]\n[b]\n"
+    assert (tmp_path / "PWNED").exists()
+    assert kernel.execute("!printf '[%s]\\n' {loose!q}").stream_text() == "[a b; touch PWNED]\n"
+
+
 def test_shell_output_is_complete_and_batched(kernel):
     outcome = kernel.execute("!yes | head -n 100000")
     streams = [c for c in outcome.of_type("stream") if c["name"] == "stdout"]
