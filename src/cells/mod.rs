@@ -338,6 +338,10 @@ impl Interpreter for Router {
         completeness::check(code)
     }
 
+    fn history_text(&self, code: &str) -> String {
+        crate::magics::secrets::redact_history(code)
+    }
+
     fn interrupt(&self) {
         self.running.interrupt();
         self.engine.interrupt();

@@ -7,6 +7,11 @@
 //! Queries follow IPython: `tail` (last n), `range` (session/start/stop, 0 and
 //! negative sessions are relative to the current one), `search` (glob over the
 //! whole input, last n matches, optionally unique).
+//!
+//! The file is private: created 0600 in a directory created 0700, and an
+//! existing file others could read is narrowed to 0600. What is stored is the
+//! text the [`Interpreter`](super::Interpreter) gives for the cell, with the
+//! secrets typed into it redacted (the kernel itself knows no magics).
 
 use crate::protocol::content::{HistoryAccess, HistoryRequest};
 use serde::{Deserialize, Serialize};
@@ -14,6 +19,7 @@ use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// One stored line of history. Line 0 only marks that a session started.
@@ -85,14 +91,7 @@ impl History {
             .path
             .as_ref()
             .ok_or_else(|| std::io::Error::other("no history file"))?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)?;
+        let mut file = open_private(path, true)?;
         let _lock = FileLock::exclusive(&file)?;
         let session = last_session(&mut file)? + 1;
         let marker = Record {
@@ -119,7 +118,7 @@ impl History {
             .path
             .as_ref()
             .ok_or_else(|| std::io::Error::other("no history file"))
-            .and_then(|path| OpenOptions::new().create(true).append(true).open(path))
+            .and_then(|path| open_private(path, false))
             .and_then(|mut file| write_record(&mut file, &record));
         if let Err(error) = result {
             self.warn(&error);
@@ -200,6 +199,33 @@ impl History {
         records.extend(self.unsaved.iter().cloned());
         records
     }
+}
+
+/// Opens the history for appending (and reading), creating it with mode
+/// 0600 in a directory created with mode 0700: cells can hold secrets, and
+/// only the user may read them. A file others could read (left by an older
+/// version) is narrowed to 0600; an existing directory is left as it is (it
+/// may be shared, e.g. `FERROLAB_HISTORY_FILE=/tmp/h.jsonl`).
+fn open_private(path: &Path, read: bool) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .read(read)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 fn write_record(file: &mut File, record: &Record) -> std::io::Result<()> {
@@ -394,6 +420,22 @@ mod tests {
         history.store(2, "b", None);
         let tail = history.query(&request(json!({"hist_access_type": "tail", "n": 5})));
         assert_eq!(tail.len(), 2);
+    }
+
+    #[test]
+    fn the_file_is_private_to_the_user() {
+        let (dir, path) = temp_history();
+        let mut history = History::open(Some(path.clone()));
+        history.store(1, "%env KAGGLE_KEY=<hidden>", None);
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        // A file an older version left readable is narrowed.
+        let old = dir.path().join("old.jsonl");
+        std::fs::write(&old, "").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        History::open(Some(old.clone())).store(1, "x", None);
+        assert_eq!(mode(&old), 0o600);
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub trait Interpreter: Send + Sync + 'static {
 
     fn is_complete(&self, code: &str) -> Completeness;
 
+    /// The text the history stores for this cell's code. The kernel knows
+    /// nothing about what a cell means, so the interpreter (which knows its
+    /// magics) redacts secrets typed into it here; the default stores the
+    /// code as it is.
+    fn history_text(&self, code: &str) -> String {
+        code.to_owned()
+    }
+
     /// Stop the running cell as soon as possible. Called from the control task
     /// (interrupt_request) or the SIGINT handler; must not block for long.
     fn interrupt(&self);

@@ -167,7 +167,8 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    lock(&self.history).store(count, &execute.code, output_text.as_deref());
+                    let input = self.interpreter.history_text(&execute.code);
+                    lock(&self.history).store(count, &input, output_text.as_deref());
                 }
                 false
             }
@@ -184,7 +185,8 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    lock(&self.history).store(count, &execute.code, None);
+                    let input = self.interpreter.history_text(&execute.code);
+                    lock(&self.history).store(count, &input, None);
                 }
                 execute.stop_on_error && !execute.silent
             }

@@ -3,8 +3,11 @@
 //! Changes apply to every later `!` command and, through the relay, to the
 //! running Rust code (`std::env::var`) and to runtimes started later. The
 //! kernel's own environment is not modified (that is unsound in a process with
-//! threads). Values of names containing KEY, TOKEN, SECRET or PASSWORD are
-//! shown as `<hidden>` everywhere — listings and confirmations alike.
+//! threads). Values of secret-looking names (see
+//! [`secrets`](super::secrets): KEY, TOKEN, SECRET, PASSWORD, PWD, PASS,
+//! CREDENTIAL, AUTH, PAT, PRIVATE, …) are shown as `<hidden>` everywhere —
+//! listings and confirmations alike — and URL passwords as
+//! `scheme://user:<hidden>@host`.
 
 use super::args::words;
 use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
@@ -16,7 +19,7 @@ pub fn magics() -> Vec<Magic> {
             name: "env",
             kind: Kind::Line,
             summary: "list, get or set environment variables",
-            help: "%env                 list all variables (secret-looking values hidden)\n%env NAME            one variable's value\n%env NAME=VALUE      set it (also: %env NAME VALUE)\n\nShell commands and the Rust code see the change. Values of names that\ncontain KEY, TOKEN, SECRET or PASSWORD are shown as <hidden>.\n\nExample:\n    %env CUDA_VISIBLE_DEVICES=0\n    !echo $CUDA_VISIBLE_DEVICES\n    std::env::var(\"CUDA_VISIBLE_DEVICES\")",
+            help: "%env                 list all variables (secret-looking values hidden)\n%env NAME            one variable's value\n%env NAME=VALUE      set it (also: %env NAME VALUE)\n\nShell commands and the Rust code see the change. Values of secret-looking\nnames (KEY, TOKEN, SECRET, PASSWORD, PWD, PASS, CREDENTIAL, AUTH, PAT,\nPRIVATE, ...) are shown as <hidden>, and so are passwords in URLs\n(scheme://user:<hidden>@host). History stores them hidden too.\n\nExample:\n    %env CUDA_VISIBLE_DEVICES=0\n    !echo $CUDA_VISIBLE_DEVICES\n    std::env::var(\"CUDA_VISIBLE_DEVICES\")",
             run: env,
         },
         Magic {
@@ -29,20 +32,8 @@ pub fn magics() -> Vec<Magic> {
     ]
 }
 
-/// True for names whose values must not be shown.
-pub fn is_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["KEY", "TOKEN", "SECRET", "PASSWORD"]
-        .iter()
-        .any(|word| upper.contains(word))
-}
-
 fn shown(name: &str, value: &str) -> String {
-    if is_secret(name) {
-        "<hidden>".to_owned()
-    } else {
-        value.to_owned()
-    }
+    super::secrets::shown_value(name, value)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -127,20 +118,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_names_are_recognised() {
-        for name in [
-            "KAGGLE_KEY",
-            "api_token",
-            "AWS_SECRET_ACCESS_KEY",
-            "DB_PASSWORD",
-        ] {
-            assert!(is_secret(name), "{name}");
-        }
-        for name in ["PATH", "HOME", "CUDA_VISIBLE_DEVICES"] {
-            assert!(!is_secret(name), "{name}");
-        }
+    fn listings_hide_secret_names_and_url_passwords() {
         assert_eq!(shown("KAGGLE_KEY", "abc"), "<hidden>");
+        assert_eq!(shown("MYSQL_PWD", "abc"), "<hidden>");
         assert_eq!(shown("EPOCHS", "3"), "3");
+        assert_eq!(
+            shown("HTTPS_PROXY", "http://u:pw@proxy:3128"),
+            "http://u:<hidden>@proxy:3128"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod files;
 pub mod gpu;
 mod inspect;
 mod kaggle;
+pub mod secrets;
 pub mod shell;
 mod state;
 mod timing;

@@ -385,11 +385,14 @@ fn sh(call: &mut Call) -> MagicResult {
 #[derive(Debug, PartialEq, Eq)]
 enum Piece {
     Text(String),
+    /// `{expr}`: the value goes in as it is (the shell parses it).
     Expr(String),
+    /// `{expr!q}`: the value goes in quoted as one shell word.
+    Quoted(String),
 }
 
-/// Splits `echo {a + 1} {{x}}` into text and expressions; `None` when the
-/// braces do not balance (the line is then used as written).
+/// Splits `echo {a + 1} {{x}} {name!q}` into text and expressions; `None`
+/// when the braces do not balance (the line is then used as written).
 fn pieces(line: &str) -> Option<Vec<Piece>> {
     let mut pieces = Vec::new();
     let mut text = String::new();
@@ -422,7 +425,10 @@ fn pieces(line: &str) -> Option<Vec<Piece>> {
                     return None;
                 }
                 pieces.push(Piece::Text(std::mem::take(&mut text)));
-                pieces.push(Piece::Expr(expr));
+                pieces.push(match expr.trim_end().strip_suffix("!q") {
+                    Some(quoted) if !quoted.trim().is_empty() => Piece::Quoted(quoted.to_owned()),
+                    _ => Piece::Expr(expr),
+                });
             }
             '}' => return None,
             c => text.push(c),
@@ -434,7 +440,10 @@ fn pieces(line: &str) -> Option<Vec<Piece>> {
 
 /// Replaces `{expr}` with the values of Rust expressions (one compile for all
 /// of them). If they cannot be evaluated, the line runs as written, with a
-/// note — as IPython does for `{}` that is not Python.
+/// note — as IPython does for `{}` that is not Python. As in IPython,
+/// `{expr}` is pasted unquoted (so `{args}` can be several words, and a
+/// value with `;` or `$(…)` is shell syntax); `{expr!q}` is quoted as one
+/// shell word with `shlex` (POSIX shell rules).
 fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
     let Some(pieces) = pieces(line) else {
         return Ok(line.to_owned());
@@ -442,7 +451,7 @@ fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
     let expressions: Vec<&str> = pieces
         .iter()
         .filter_map(|piece| match piece {
-            Piece::Expr(expr) => Some(expr.as_str()),
+            Piece::Expr(expr) | Piece::Quoted(expr) => Some(expr.as_str()),
             Piece::Text(_) => None,
         })
         .collect();
@@ -450,7 +459,7 @@ fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
         return Ok(pieces
             .into_iter()
             .map(|piece| match piece {
-                Piece::Text(text) | Piece::Expr(text) => text,
+                Piece::Text(text) | Piece::Expr(text) | Piece::Quoted(text) => text,
             })
             .collect());
     }
@@ -458,7 +467,9 @@ fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
         "ferrolab::__hex(&[{}])",
         expressions
             .iter()
-            .map(|expr| format!("format!(\"{{}}\", {{ {expr} }})"))
+            // In parentheses, not a block: `format!` borrows its arguments,
+            // so `{name}` leaves a String variable in place (a block moved it).
+            .map(|expr| format!("format!(\"{{}}\", ({expr}))"))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -479,14 +490,29 @@ fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
         );
         return Ok(line.to_owned());
     };
+    assemble(pieces, values)
+}
+
+/// The command from its pieces and the expressions' values, in order.
+fn assemble(pieces: Vec<Piece>, values: Vec<String>) -> Result<String, MagicError> {
     let mut values = values.into_iter();
-    Ok(pieces
-        .into_iter()
-        .map(|piece| match piece {
-            Piece::Text(text) => text,
-            Piece::Expr(_) => values.next().unwrap_or_default(),
-        })
-        .collect())
+    let mut command = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => command.push_str(&text),
+            Piece::Expr(_) => command.push_str(&values.next().unwrap_or_default()),
+            Piece::Quoted(expr) => {
+                let value = values.next().unwrap_or_default();
+                let quoted = shlex::try_quote(&value).map_err(|_| {
+                    MagicError::usage(format!(
+                        "the value of `{{{expr}!q}}` has a NUL byte, which no shell word can hold"
+                    ))
+                })?;
+                command.push_str(&quoted);
+            }
+        }
+    }
+    Ok(command)
 }
 
 /// Parses `"68690a,"` (the Debug form of the prelude's `__hex`) into strings.
@@ -529,8 +555,48 @@ mod tests {
             pieces("no braces $HOME").unwrap(),
             vec![Piece::Text("no braces $HOME".into())]
         );
+        assert_eq!(
+            pieces("ls {dir!q} {x != q} {!q}").unwrap(),
+            vec![
+                Piece::Text("ls ".into()),
+                Piece::Quoted("dir".into()),
+                Piece::Text(" ".into()),
+                Piece::Expr("x != q".into()),
+                Piece::Text(" ".into()),
+                Piece::Expr("!q".into()),
+                Piece::Text(String::new()),
+            ]
+        );
         assert!(pieces("awk '{print $1'").is_none());
         assert!(pieces("echo }").is_none());
+    }
+
+    #[test]
+    fn quoted_values_stay_one_shell_word() {
+        let nasty = r#"it's a "test"; echo pwned $(id) `id` \ $HOME"#;
+        let command = assemble(
+            pieces("printf '%s\\n' {v!q} {w}").unwrap(),
+            vec![nasty.to_owned(), "two words".to_owned()],
+        )
+        .unwrap();
+        assert_eq!(
+            shlex::split(&command).unwrap(),
+            vec!["printf", "%s\\n", nasty, "two", "words"]
+        );
+        // Run by a real shell: one argument, nothing executed.
+        let output = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("{nasty}\ntwo\nwords\n")
+        );
+        assert!(
+            assemble(pieces("echo {v!q}").unwrap(), vec!["a\0b".to_owned()]).is_err(),
+            "a NUL cannot be quoted"
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@ Switches (attributes of the server, set by the tests between cells):
   one_use_signatures     a signed URL works once (then 403 ExpiredToken, as an expired one)
   throttle               seconds to sleep after each 64 KiB of a file body
   ranges                 honour Range requests (and say Accept-Ranges: bytes)
-  archives[slug]         the bytes served as a competition's all-files zip (corrupt, zip-slip)
+  archives[slug]         the bytes served as a competition's all-files zip (corrupt, zip-slip,
+                         or any hostile zip a test builds)
+  echo_form              how a 401 echoes the credentials it was sent: plain, upper, percent
+                         (every byte %XX) or spaced (a space between characters), as a
+                         hostile server might disguise them
   rules_not_accepted     competitions whose data and submissions answer 403
 Every request is recorded in `requests` (method, path, headers, json).
 
@@ -113,10 +117,14 @@ def make_zip(members):
     return buffer.getvalue()
 
 
+def intact_zip():
+    """The archive that corrupt_zip() damages: same length, same members."""
+    return make_zip({"first.csv": b"good,data\n1,2\n", "second.csv": text_rows(3000, 7)})
+
+
 def corrupt_zip():
     """A zip whose second member's compressed data is damaged (the first is fine)."""
-    second = text_rows(3000, 7)
-    data = bytearray(make_zip({"first.csv": b"good,data\n1,2\n", "second.csv": second}))
+    data = bytearray(intact_zip())
     at = data.find(b"second.csv") + len("second.csv") + 200
     for i in range(at, at + 64):
         data[i] ^= 0x5A
@@ -126,6 +134,17 @@ def corrupt_zip():
 def zipslip_zip():
     """A zip with an entry that climbs out of the target directory."""
     return make_zip({"fine.txt": b"ok\n", "../evil.txt": b"gotcha\n"})
+
+
+def disguise(text, form):
+    """`text` as a hostile server might echo it (see the echo_form switch)."""
+    if form == "upper":
+        return text.upper()
+    if form == "percent":
+        return "".join(f"%{byte:02X}" for byte in text.encode())
+    if form == "spaced":
+        return " ".join(text)
+    return text
 
 
 def _competitions():
@@ -206,6 +225,7 @@ class FakeKaggle(ThreadingHTTPServer):
             self.ranges = True
             self.rules_not_accepted = {"spaceship-titanic"}
             self.archives = {"broken-zip": corrupt_zip(), "evil-zip": zipslip_zip()}
+            self.echo_form = "plain"
             self.polls_until_scored = 2
             self.requests = []
 
@@ -450,7 +470,7 @@ class Handler(BaseHTTPRequestHandler):
                     detail = base64.b64decode(detail).decode()
                 except ValueError:
                     pass
-            return self.error(401, f"Unauthenticated: invalid credentials {detail}")
+            return self.error(401, f"Unauthenticated: invalid credentials {disguise(detail, server.echo_form)}")
         if user is None and not public and method != "IntrospectToken":
             return self.error(401, "Unauthenticated")
         handler = getattr(self, f"{service.split('.')[0]}_{method}", None)

@@ -22,7 +22,7 @@ import zipfile
 import pytest
 
 from conftest import TIMEOUT, Kernel, Outcome
-from fake_kaggle import MODIFIED, TOKENS, USERS, FakeKaggle
+from fake_kaggle import MODIFIED, TOKENS, USERS, FakeKaggle, corrupt_zip, disguise, intact_zip
 
 ALICE_KEY = USERS["alice"]
 CAROL_TOKEN = "KGAT_11111111111111111111111111111111"
@@ -31,6 +31,8 @@ ERIN_TOKEN = "KGAT_33333333333333333333333333333333"
 # Secrets that only ever travel in files or hidden input: none may show anywhere.
 NEVER_SHOWN = [ALICE_KEY, CAROL_TOKEN, ERIN_TOKEN, base64.b64encode(f"alice:{ALICE_KEY}".encode()).decode()]
 CREDENTIAL_VARIABLES = ["KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_COMPETITION", "KAGGLE_PATH", "KAGGLE_PROXY", "KAGGLE_API_ENVIRONMENT"]
+# Settings a test may change with %env; emptied (unset) before each test.
+SETTING_VARIABLES = ["FERROLAB_UNZIP_MAX_BYTES", "FERROLAB_UNZIP_MAX_RATIO"]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,8 @@ def kk(server, tmp_path_factory):
         "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", os.path.expanduser("~/.rustup")),
         "FERROLAB_LOG_FILE": str(scratch / "kernel.log"),
         "FERROLAB_LOG": "debug",
+        # A folder that does not exist yet: the kernel creates it (0700) and the file (0600).
+        "FERROLAB_HISTORY_FILE": str(scratch / "history" / "history.jsonl"),
     }
     kernel = Kernel(env=env)
     seen = []
@@ -73,6 +77,7 @@ def kk(server, tmp_path_factory):
     kernel.config_dir = config
     kernel.home = home
     kernel.log = scratch / "kernel.log"
+    kernel.history_file = scratch / "history" / "history.jsonl"
     yield kernel
     kernel.shutdown()
 
@@ -84,7 +89,7 @@ def clean(kk, server):
     for folder in (kk.config_dir, kk.home):
         for item in folder.iterdir():
             shutil.rmtree(item) if item.is_dir() else item.unlink()
-    lines = [f"%env {name}=" for name in CREDENTIAL_VARIABLES]
+    lines = [f"%env {name}=" for name in CREDENTIAL_VARIABLES + SETTING_VARIABLES]
     lines += [f"%env KAGGLE_API_ENDPOINT={server.url}", f"%cd -q {os.getcwd()}"]
     assert kk.execute("\n".join(lines)).status == "ok"
     yield
@@ -241,6 +246,23 @@ def test_rejected_credentials_say_which_source_and_never_echo_the_key(kk, server
     assert base64.b64encode(f"alice:{wrong}".encode()).decode() not in everything(outcome)
 
 
+@pytest.mark.parametrize("form", ["upper", "percent", "spaced"])
+def test_a_key_echoed_back_in_disguise_is_scrubbed(kk, server, form):
+    wrong = "Wr0ng+Key/With=Odd~chars-4242"
+    path = kk.config_dir / "kaggle.json"
+    path.write_text(json.dumps({"username": "alice", "key": wrong}))
+    path.chmod(0o600)
+    server.echo_form = form
+    outcome = kk.execute("%kaggle competitions list")
+    failure = error(outcome)
+    # The server's message arrived, with what it echoed masked.
+    assert "Kaggle said: Unauthenticated: invalid credentials ***" in failure["evalue"], failure["evalue"]
+    shown = everything(outcome)
+    for secret in [wrong, f"alice:{wrong}"]:
+        assert disguise(secret, form) not in shown
+        assert secret not in shown
+
+
 def test_a_json_code_is_an_error_even_under_http_200(kk, server, alice):
     server.code_in_body = True
     assert error(kk.execute("%kaggle competitions list"))["ename"] == "KaggleAuthError"
@@ -394,6 +416,101 @@ def test_zip_slip_is_refused_and_nothing_is_written_outside(kk, alice, tmp_path)
     assert failure["ename"] == "KaggleUnzipError"
     assert "entry `../evil.txt` would be written outside" in failure["evalue"]
     assert listing(tmp_path) == ["data", "data/evil-zip.zip"]
+
+
+def hostile_zip(members):
+    """A zip of (name, bytes) members, names exactly as given (Python's zipfile keeps them)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 10, 1, 10, 0, 0)), data, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def zeros_zip(name, mib):
+    """A small zip holding `mib` MiB of zeros (a zip bomb), written as a stream."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(name, "w") as member:
+            block = bytes(1 << 20)
+            for _ in range(mib):
+                member.write(block)
+    return buffer.getvalue()
+
+
+def test_unzip_never_replaces_a_user_folder_with_a_file(kk, server, alice, tmp_path):
+    server.archives["evil-zip"] = hostile_zip([("other.txt", b"x\n"), ("mydir", b"a plain file\n")])
+    (tmp_path / "mydir").mkdir()
+    (tmp_path / "mydir" / "precious.txt").write_text("precious")
+    failure = error(kk.execute(f"%kaggle competitions download -c evil-zip -p {tmp_path} --unzip"))
+    assert failure["ename"] == "KaggleUnzipError"
+    assert "entry `mydir`" in failure["evalue"]
+    assert "never replaces a folder with a file" in failure["evalue"]
+    assert (tmp_path / "mydir" / "precious.txt").read_text() == "precious"
+    assert listing(tmp_path) == ["evil-zip.zip", "mydir", "mydir/precious.txt"]
+
+
+def test_unzip_never_follows_a_link_in_the_destination(kk, server, alice, tmp_path):
+    server.archives["evil-zip"] = hostile_zip([("fine.txt", b"ok\n"), ("images/pwn.txt", b"pwned\n")])
+    elsewhere, data = tmp_path / "elsewhere", tmp_path / "data"
+    elsewhere.mkdir()
+    data.mkdir()
+    (data / "images").symlink_to(elsewhere)
+    failure = error(kk.execute(f"%kaggle competitions download -c evil-zip -p {data} --unzip"))
+    assert failure["ename"] == "KaggleUnzipError"
+    assert "entry `images/pwn.txt`" in failure["evalue"] and "symbolic link" in failure["evalue"]
+    assert listing(elsewhere) == []
+    assert sorted(p.name for p in data.iterdir()) == ["evil-zip.zip", "images"]
+
+
+def test_absolute_entries_are_refused_not_rerooted(kk, server, alice, tmp_path):
+    server.archives["evil-zip"] = hostile_zip([("fine.txt", b"ok\n"), ("/abs/evil.txt", b"gotcha\n")])
+    failure = error(kk.execute(f"%kaggle competitions download -c evil-zip -p {tmp_path} --unzip"))
+    assert failure["ename"] == "KaggleUnzipError"
+    assert "entry `/abs/evil.txt` has an absolute path" in failure["evalue"]
+    assert listing(tmp_path) == ["evil-zip.zip"]
+
+
+def test_unzip_refuses_a_bomb_and_its_limits_are_settings(kk, server, alice, tmp_path):
+    bomb = zeros_zip("zeros.bin", 100)
+    assert len(bomb) < 1 << 20
+    server.archives["evil-zip"] = bomb
+    cell = f"%kaggle competitions download -c evil-zip -p {tmp_path} --unzip"
+    failure = error(kk.execute(cell))
+    assert failure["ename"] == "KaggleUnzipError"
+    assert "would expand to 105 MB" in failure["evalue"]
+    assert "FERROLAB_UNZIP_MAX_RATIO" in failure["evalue"]
+    assert listing(tmp_path) == ["evil-zip.zip"]
+    # A user who expects it can allow it.
+    kk.execute("%env FERROLAB_UNZIP_MAX_RATIO=2000")
+    outcome = kk.execute(cell)
+    assert outcome.status == "ok", outcome.outputs
+    assert (tmp_path / "zeros.bin").stat().st_size == 100 << 20
+    # A size limit refuses even an ordinary archive.
+    titanic = tmp_path / "titanic"
+    kk.execute("%env FERROLAB_UNZIP_MAX_BYTES=10k")
+    failure = error(kk.execute(f"%kaggle competitions download -c titanic -p {titanic} --unzip"))
+    assert "more than the limit of 10 kB (FERROLAB_UNZIP_MAX_BYTES)" in failure["evalue"]
+    assert listing(titanic) == ["titanic.zip"]
+    kk.execute("%env FERROLAB_UNZIP_MAX_BYTES=lots")
+    failure = error(kk.execute(f"%kaggle competitions download -c titanic -p {titanic} --unzip"))
+    assert failure["ename"] == "UsageError" and "FERROLAB_UNZIP_MAX_BYTES=lots" in failure["evalue"]
+
+
+def test_a_zip_that_failed_to_extract_is_downloaded_again_by_the_same_cell(kk, server, alice, tmp_path):
+    # Same length and Last-Modified as the good archive: only a new download can tell them apart.
+    assert len(corrupt_zip()) == len(intact_zip())
+    cell = f"%kaggle competitions download -c broken-zip -p {tmp_path} --unzip"
+    failure = error(kk.execute(cell))
+    assert "is corrupt" in failure["evalue"] and "running the command again downloads it again" in failure["evalue"]
+    downloads = len(server.calls("GET"))
+    server.archives["broken-zip"] = intact_zip()
+    outcome = kk.execute(cell)  # what Run All does: the same cell, no --force
+    assert outcome.status == "ok", outcome.outputs
+    assert len(server.calls("GET")) == downloads + 1
+    with zipfile.ZipFile(io.BytesIO(intact_zip())) as archive:
+        assert (tmp_path / "second.csv").read_bytes() == archive.read("second.csv")
+    assert not (tmp_path / "broken-zip.zip").exists()
 
 
 def test_a_cut_connection_is_resumed_in_the_same_run(kk, server, alice, tmp_path):
@@ -552,6 +669,44 @@ def test_datasets_list_files_and_download(kk, server, alice, tmp_path):
     request = server.calls("POST", "DownloadDataset")[-1]["json"]
     assert request == {"ownerSlug": "heptapod", "datasetSlug": "titanic", "datasetVersionNumber": 1, "fileName": "titanic.csv"}
     assert not auth_of(server.calls("POST", "DownloadDataset")[-1])
+
+
+def test_config_view_hides_a_proxy_password(kk, alice):
+    proxy = "http://me:proxy-pass-7777@127.0.0.1:3128"
+    outcome = kk.execute(f"%kaggle config set -n proxy -v {proxy}")
+    assert outcome.stream_text() == "- proxy is now set to: http://me:<hidden>@127.0.0.1:3128\n"
+    assert json.loads((kk.config_dir / "kaggle.json").read_text())["proxy"] == proxy
+    view = kk.execute("%kaggle config view")
+    assert "- proxy: http://me:<hidden>@127.0.0.1:3128" in view.stream_text()
+    kk.execute(f"%env KAGGLE_PROXY={proxy}")
+    view = kk.execute("%kaggle config view")
+    assert "- proxy: http://me:<hidden>@127.0.0.1:3128 (from KAGGLE_PROXY)" in view.stream_text()
+    assert "proxy-pass-7777" not in everything(view)
+
+
+def test_secrets_typed_into_cells_are_redacted_in_a_private_history(kk):
+    key = "typed-key-5555aaaa5555"
+    token = "KGAT_55555555555555555555555555555555"
+    password = "mirror-pass-5555"
+    cells = {
+        f"%env KAGGLE_KEY={key}": "%env KAGGLE_KEY=<hidden>",
+        f"%set_env KAGGLE_API_TOKEN {token}": "%set_env KAGGLE_API_TOKEN <hidden>",
+        f"%kaggle login --username alice --key {key}": "%kaggle login --username alice --key <hidden>",
+        f"%kaggle login --token {token}": "%kaggle login --token <hidden>",
+        f"%env MIRROR_URL=http://me:{password}@127.0.0.1:9/data": "%env MIRROR_URL=http://me:<hidden>@127.0.0.1:9/data",
+    }
+    for cell in cells:
+        kk.execute(cell)
+    stored = [json.loads(line)["input"] for line in kk.history_file.read_text().splitlines()]
+    for cell, redacted in cells.items():
+        assert redacted in stored, (redacted, stored[-8:])
+    text = kk.history_file.read_text()
+    for secret in [key, token, password]:
+        assert secret not in text
+    reply = kk.client.history(hist_access_type="tail", n=len(cells), reply=True, timeout=30)["content"]
+    assert [entry[2] for entry in reply["history"]] == list(cells.values())
+    assert stat.S_IMODE(kk.history_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(kk.history_file.parent.stat().st_mode) == 0o700
 
 
 def test_the_endpoint_may_carry_the_api_prefix(kk, server, alice):

@@ -71,6 +71,22 @@ def test_shell_interpolates_rust_values_and_keeps_dollar_for_the_shell(kernel):
     assert "runs as written" in broken.stream_text("stderr")
 
 
+def test_shell_quotes_interpolated_values_with_q(kernel, tmp_path):
+    kernel.execute(f"%cd -q {tmp_path}")
+    value = """two  words, it's a "test"; touch PWNED; echo $HOME `id`"""
+    assert kernel.execute(f'let nasty = String::from(r#"{value}"#);').status == "ok"
+    quoted = kernel.execute("!printf '[%s]\\n' {nasty!q}")
+    assert quoted.stream_text() == f"[{value}]\n"
+    assert not (tmp_path / "PWNED").exists()
+    # Interpolation borrows: the String is still there.
+    assert kernel.execute("nasty.len()").result_text() == str(len(value.encode()))
+    # {expr} is pasted unquoted, as in IPython: the shell parses the value (see the README).
+    kernel.execute('let loose = String::from("a b; touch PWNED");')
+    assert kernel.execute("!printf '[%s]\\n' {loose}").stream_text() == "[a]\n[b]\n"
+    assert (tmp_path / "PWNED").exists()
+    assert kernel.execute("!printf '[%s]\\n' {loose!q}").stream_text() == "[a b; touch PWNED]\n"
+
+
 def test_shell_output_is_complete_and_batched(kernel):
     outcome = kernel.execute("!yes | head -n 100000")
     streams = [c for c in outcome.of_type("stream") if c["name"] == "stdout"]
@@ -145,6 +161,28 @@ def test_env_reaches_shell_and_rust_and_hides_secrets(kernel):
     assert "0123456789abcdef" not in listing
     assert kernel.execute("%env KAGGLE_KEY").result_text() == '"<hidden>"'
     assert kernel.execute("%env NOT_SET_ANYWHERE_42").error()["ename"] == "UsageError"
+
+
+def test_env_hides_every_kind_of_secret(kernel):
+    table = [
+        ("FEROLAB_TEST_MYSQL_PWD", "pwd-value-1", "<hidden>"),
+        ("FEROLAB_TEST_GITHUB_PAT", "pat-value-2", "<hidden>"),
+        ("FEROLAB_TEST_SMTP_PASS", "pass-value-3", "<hidden>"),
+        ("FEROLAB_TEST_NPM_AUTH", "auth-value-4", "<hidden>"),
+        ("FEROLAB_TEST_CREDENTIALS", "cred-value-5", "<hidden>"),
+        ("FEROLAB_TEST_PRIVATE_KEY", "private-value-6", "<hidden>"),
+        ("FEROLAB_TEST_DB_URL", "postgres://me:url-pass-7@db:5432/x", "postgres://me:<hidden>@db:5432/x"),
+        ("FEROLAB_TEST_PATH_LIKE", "/opt/bin", "/opt/bin"),
+    ]
+    for name, value, shown in table:
+        outcome = kernel.execute(f"%env {name}={value}")
+        assert outcome.stream_text() == f"env: {name}={shown}\n", name
+        assert kernel.execute(f"%env {name}").result_text() == f'"{shown}"', name
+    listing = kernel.execute("%env").result_text()
+    for name, value, shown in table:
+        assert f"{name}={shown}" in listing, name
+        if shown != value:
+            assert value not in listing
 
 
 def test_bash_cell_fails_on_nonzero_exit(kernel):

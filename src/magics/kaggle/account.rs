@@ -5,7 +5,7 @@
 //! `--token`, `access_token`) atomically with mode 0600, keeping the file's
 //! other settings. Whoami checks the credentials with the server (a token is
 //! introspected, which also says whose it is) and says where they came from.
-//! None of these print a key or a token.
+//! None of these print a key or a token, nor a password in the proxy URL.
 
 use super::args::{Config, Login};
 use super::client::{COMPETITIONS, SECURITY};
@@ -14,6 +14,7 @@ use super::credentials::{self, Auth};
 use super::errors::{KaggleError, Target};
 use super::{Ctx, refs};
 use crate::kernel::InputError;
+use crate::magics::secrets::shown_value;
 use crate::magics::{MagicError, MagicResult};
 use serde_json::{Value, json};
 
@@ -202,9 +203,9 @@ pub fn config(ctx: &mut Ctx, command: Config) -> MagicResult {
             for name in SETTINGS {
                 let value = match config::setting(&ctx.env, &file, name) {
                     Some((value, from)) if from.starts_with("KAGGLE_") => {
-                        format!("{value} (from {from})")
+                        format!("{} (from {from})", shown_value(name, &value))
                     }
-                    Some((value, _)) => value,
+                    Some((value, _)) => shown_value(name, &value),
                     None => "None".to_owned(),
                 };
                 text.push_str(&format!("\n- {name}: {value}"));
@@ -233,7 +234,10 @@ pub fn config(ctx: &mut Ctx, command: Config) -> MagicResult {
                 .insert(name.clone(), Value::String(value.clone()));
             config::write_config(&dir, &file.values)
                 .map_err(|problem| MagicError::new("KaggleIOError", problem))?;
-            ctx.say(&format!("- {name} is now set to: {value}"));
+            ctx.say(&format!(
+                "- {name} is now set to: {}",
+                shown_value(&name, &value)
+            ));
         }
         Config::Unset { name } => {
             let name = name.trim().to_ascii_lowercase();

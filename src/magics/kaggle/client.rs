@@ -272,7 +272,10 @@ impl Api {
             let proxy = reqwest::Proxy::all(&proxy).map_err(|_| {
                 KaggleError::other(
                     "UsageError",
-                    format!("the proxy `{}` is not a valid URL (KAGGLE_PROXY or `%kaggle config set -n proxy`)", without_query(&proxy)),
+                    format!(
+                        "the proxy `{}` is not a valid URL (KAGGLE_PROXY or `%kaggle config set -n proxy`)",
+                        crate::magics::secrets::hide_url_passwords(&without_query(&proxy))
+                    ),
                 )
             })?;
             builder = builder.proxy(proxy);

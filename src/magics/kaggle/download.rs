@@ -9,7 +9,9 @@
 //! resumes it with `Range` + `If-Range`. A local file with the remote size
 //! and an mtime no older than `Last-Modified` (compared as UTC instants) is
 //! up to date and skipped unless `--force`; so is an archive that was already
-//! extracted, recorded by a small stamp file.
+//! extracted, recorded by a small stamp file. A kept archive that failed to
+//! extract because it is damaged gets an mtime of 1970, so it is never up to
+//! date and the next run downloads it again.
 
 use super::client::{Answer, Api, error_message, without_query};
 use super::errors::KaggleError;

@@ -6,7 +6,7 @@
 //! This module parses the command line and runs the command with a [`Ctx`]:
 //! the environment (with `%env` changes), the cwd, the cell, the credentials
 //! lookup. Invariant: every text that leaves (streams, results, the error) is
-//! passed through [`credentials::scrub`], so a key or token never shows even
+//! passed through [`scrub::scrub`], so a key or token never shows even
 //! if a server echoes it; nothing here logs one.
 
 mod account;
@@ -21,6 +21,7 @@ mod env;
 mod errors;
 mod progress;
 mod refs;
+mod scrub;
 mod sidecar;
 mod tables;
 mod transfer;
@@ -75,8 +76,11 @@ says which one is used.
 Downloads show a live progress bar, go to NAME.part and are renamed when
 complete and checked (size, x-goog-hash); an interrupted or failed download
 resumes where it stopped when run again. Up-to-date files are skipped unless
---force. --unzip checks every entry (CRC, zip-slip) and deletes the zip only
-after a clean extraction.
+--force. --unzip checks every entry first (no absolute or `..` names, no links,
+never through a link or over a folder of yours, size and expansion ratio within
+FERROLAB_UNZIP_MAX_BYTES / FERROLAB_UNZIP_MAX_RATIO, default 100x), extracts
+all or nothing (CRC checked) and deletes the zip only after a clean
+extraction; a damaged zip is downloaded again on the next run.
 
 Environment: KAGGLE_API_ENDPOINT (another API server, e.g. http://127.0.0.1:8080),
 KAGGLE_API_ENVIRONMENT, KAGGLE_CONFIG_DIR, KAGGLE_PATH, KAGGLE_COMPETITION,
@@ -111,7 +115,7 @@ impl<'a> Ctx<'a> {
 
     /// A line (or lines) on stdout.
     pub fn say(&self, text: &str) {
-        let mut text = credentials::scrub(text, &self.secrets);
+        let mut text = scrub::scrub(text, &self.secrets);
         if !text.ends_with('\n') {
             text.push('\n');
         }
@@ -120,7 +124,7 @@ impl<'a> Ctx<'a> {
 
     /// A line on stderr (warnings).
     pub fn warn(&self, text: &str) {
-        let mut text = credentials::scrub(text, &self.secrets);
+        let mut text = scrub::scrub(text, &self.secrets);
         if !text.ends_with('\n') {
             text.push('\n');
         }
@@ -235,7 +239,7 @@ impl<'a> Ctx<'a> {
     fn scrub_bundle(&self, mut bundle: MimeBundle) -> MimeBundle {
         for (_, value) in bundle.iter_mut() {
             if let Value::String(text) = value {
-                *text = credentials::scrub(text, &self.secrets);
+                *text = scrub::scrub(text, &self.secrets);
             }
         }
         bundle
@@ -244,11 +248,11 @@ impl<'a> Ctx<'a> {
     fn scrub_error(&self, error: MagicError) -> MagicError {
         MagicError {
             ename: error.ename,
-            evalue: credentials::scrub(&error.evalue, &self.secrets),
+            evalue: scrub::scrub(&error.evalue, &self.secrets),
             traceback: error
                 .traceback
                 .iter()
-                .map(|line| credentials::scrub(line, &self.secrets))
+                .map(|line| scrub::scrub(line, &self.secrets))
                 .collect(),
         }
     }
@@ -332,7 +336,8 @@ pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, Kag
         return Ok(Some(path));
     }
     let dest = path.parent().unwrap_or(&get.dir).to_path_buf();
-    match unzip::extract(&path, &dest, &ctx.cancel()) {
+    let limits = unzip_limits(&ctx.env)?;
+    match unzip::extract(&path, &dest, limits, &ctx.cancel()) {
         Ok(extracted) => {
             std::fs::remove_file(&path).map_err(|error| {
                 KaggleError::Io(format!(
@@ -358,10 +363,59 @@ pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, Kag
         Err(unzip::UnzipError::Interrupted) => Err(KaggleError::Interrupted(
             unzip::UnzipError::Interrupted.describe(&path, &dest),
         )),
-        Err(error) => Err(KaggleError::other(
-            "KaggleUnzipError",
-            error.describe(&path, &dest),
-        )),
+        Err(error) => {
+            if error.archive_is_damaged() {
+                mark_stale(&path);
+            }
+            Err(KaggleError::other(
+                "KaggleUnzipError",
+                error.describe(&path, &dest),
+            ))
+        }
+    }
+}
+
+/// The `--unzip` limits: `FERROLAB_UNZIP_MAX_BYTES` (bytes, or with a k, M,
+/// G or T unit; default none) and `FERROLAB_UNZIP_MAX_RATIO` (default 100;
+/// `0` or `none` turns it off), `%env` changes included.
+fn unzip_limits(env: &Env) -> Result<unzip::Limits, KaggleError> {
+    let mut limits = unzip::Limits::default();
+    let bad = |name: &str, value: &str, wanted: &str| {
+        KaggleError::other(
+            "UsageError",
+            format!("{name}={value} is not {wanted}; fix it with %env {name}=..."),
+        )
+    };
+    if let Some(value) = env.get("FERROLAB_UNZIP_MAX_BYTES") {
+        limits.max_bytes = Some(unzip::parse_bytes(value).ok_or_else(|| {
+            bad(
+                "FERROLAB_UNZIP_MAX_BYTES",
+                value,
+                "a size such as 50G or 2000000",
+            )
+        })?);
+    }
+    if let Some(value) = env.get("FERROLAB_UNZIP_MAX_RATIO") {
+        limits.max_ratio = match value.trim() {
+            "0" | "none" => None,
+            number => Some(number.parse::<u64>().map_err(|_| {
+                bad(
+                    "FERROLAB_UNZIP_MAX_RATIO",
+                    value,
+                    "a whole number such as 100 (or none)",
+                )
+            })?),
+        };
+    }
+    Ok(limits)
+}
+
+/// A kept archive that turned out damaged is not a good local copy: its
+/// modification time goes back to 1970, so the next run downloads it again
+/// (see [`download::up_to_date`]) instead of extracting the same bad bytes.
+fn mark_stale(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::UNIX_EPOCH);
     }
 }
 
@@ -460,8 +514,8 @@ mod tests {
         };
         let shown = errors::explain(error, &Target::competition("titanic"), &auth_context);
         let secrets = lookup.secrets();
-        let evalue = credentials::scrub(&shown.evalue, &secrets);
-        let traceback = credentials::scrub(&shown.traceback.join("\n"), &secrets);
+        let evalue = scrub::scrub(&shown.evalue, &secrets);
+        let traceback = scrub::scrub(&shown.traceback.join("\n"), &secrets);
         let basic = header.trim_start_matches("Basic ");
         for text in [
             &evalue,
