@@ -334,6 +334,15 @@ pub fn line(call: &mut Call, command_text: &str, capture: bool) -> MagicResult {
             StreamName::Stderr,
             &format!("[`{command_text}`: {}]\n", describe(finished.status)),
         );
+        if first_word == "kaggle" && finished.status.code() == Some(127) {
+            let rest = command_text.trim_start()["kaggle".len()..].trim();
+            call.cell.stream(
+                StreamName::Stderr,
+                &format!(
+                    "note: there is no `kaggle` command here, and none is needed: ferrolab has it built in — `%kaggle {rest}`\n"
+                ),
+            );
+        }
     }
     if capture {
         let lines: Vec<&str> = finished.captured.lines().collect();
