@@ -11,6 +11,10 @@ Usage: bench.py [--rounds N] [--json FILE] [--kernels ferrolab,evcxr,python3]
 
 `--ferrolab-before PATH` adds another ferrolab build (e.g. one of `main`) as a
 column, so a change is measured before and after in the same alternating run.
+
+`--soak MINUTES` instead runs one ferrolab kernel for that long through a mix of
+Rust cells, magics, shell commands, output floods (fast and slow client) and
+interrupts, and prints the kernel's RSS over time: it should stay flat.
 """
 
 import argparse
@@ -268,6 +272,51 @@ def one_round(name, with_memory):
     return figures
 
 
+def soak(minutes):
+    """Mixed cells, floods and interrupts for `minutes`; kernel RSS over time."""
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name="ferrolab", startup_timeout=300)
+    pid = manager.provisioner.process.pid
+    execute(client, "let mut total = 0u64;\ntotal")
+    start = time.perf_counter()
+    samples = [(0.0, (rss_kib(pid) or 0) / 1024)]
+    counts = {"rust": 0, "magic": 0, "shell": 0, "flood": 0, "slow flood": 0, "interrupt": 0}
+    peak = samples[0][1]
+    round_number = 0
+    while time.perf_counter() - start < minutes * 60:
+        round_number += 1
+        try:
+            execute(client, f"total += {round_number};\ntotal")
+        except RuntimeError:  # `total` is gone after an interrupt restarted the runtime
+            execute(client, "let mut total = 0u64;\ntotal")
+        counts["rust"] += 1
+        for _ in range(10):
+            execute(client, "%pwd")
+            execute(client, f"!echo {round_number}")
+        counts["magic"] += 10
+        counts["shell"] += 10
+        _, flood_peak = flood(client, pid, "!timeout 1 yes")
+        counts["flood"] += 1
+        if round_number % 3 == 0:
+            _, flood_peak = flood(client, pid, "!timeout 1 yes", slow_seconds=2)
+            counts["slow flood"] += 1
+        if round_number % 2 == 0:
+            interrupt_latency(manager, client, 'loop { println!("y"); }' if round_number % 4 == 0 else "!yes")
+            counts["interrupt"] += 1
+        now = (rss_kib(pid) or 0) / 1024
+        peak = max(peak, now + flood_peak)
+        samples.append((time.perf_counter() - start, now))
+        print(f"  {samples[-1][0] / 60:5.1f} min: kernel RSS {now:.1f} MiB", file=sys.stderr)
+    client.stop_channels()
+    manager.shutdown_kernel(now=False)
+    first = [rss for t, rss in samples if t <= 300]
+    last = [rss for t, rss in samples if t >= samples[-1][0] - 300]
+    print(f"\nsoak, {date.today()}, {platform.node()} ({os.cpu_count()} CPUs): {minutes} min, "
+          f"{round_number} rounds, {counts}")
+    print(f"kernel RSS: start {samples[0][1]:.1f} MiB, first 5 min median {statistics.median(first):.1f} MiB, "
+          f"last 5 min median {statistics.median(last):.1f} MiB, highest after a round {max(r for _, r in samples):.1f} "
+          f"MiB, highest during a flood about {peak:.1f} MiB")
+
+
 def kernelspecs(evcxr_binary, ferrolab_before=None):
     """A private kernelspec directory holding the peer kernels."""
     directory = tempfile.mkdtemp(prefix="ferrolab-bench-")
@@ -322,7 +371,12 @@ def main():
     parser.add_argument("--evcxr-binary", help="evcxr_jupyter to compare with (./kernel bench installs one)")
     parser.add_argument("--ferrolab-before", metavar="PATH",
                         help="another ferrolab binary to compare with (adds a 'ferrolab before' column)")
+    parser.add_argument("--soak", type=float, metavar="MINUTES",
+                        help="run the soak (mixed cells, floods, interrupts) instead of the comparison")
     args = parser.parse_args()
+    if args.soak:
+        soak(args.soak)
+        return
 
     wanted = args.kernels.split(",")
     if args.ferrolab_before and "ferrolab-before" not in wanted:
