@@ -4,10 +4,10 @@
 use crate::kernel::info;
 use crate::kernel::interpreter::Interpreter;
 use crate::kernel::iopub::Publisher;
-use crate::kernel::requests::{Replies, send_routed};
-use crate::kernel::shell::{CurrentCancel, log_malformed};
+use crate::kernel::requests::{Replies, malformed_reply, send_routed};
+use crate::kernel::shell::CurrentCancel;
 use crate::kernel::usage::UsageProbe;
-use crate::protocol::content::{self, ErrorInfo, InterruptReply, ShutdownReply, ShutdownRequest};
+use crate::protocol::content::{self, InterruptReply, ShutdownReply, ShutdownRequest};
 use crate::protocol::{Codec, Message};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,16 +28,8 @@ impl ControlSession {
         while let Some(request) = queue.recv().await {
             let parent = request.raw_header.clone();
             self.publisher.status("busy", &parent);
-            if let Some(reason) = &request.malformed {
-                log_malformed(request.msg_type(), reason);
-                if request.msg_type().ends_with("_request") {
-                    let info = ErrorInfo {
-                        ename: "BadRequest".into(),
-                        evalue: format!("{} could not be read: {reason}", request.msg_type()),
-                        traceback: vec![],
-                    };
-                    let mut reply = content::to_value(&info);
-                    reply["status"] = "error".into();
+            if request.malformed.is_some() {
+                if let Some(reply) = malformed_reply(&request) {
                     self.reply(&request, reply).await;
                 }
                 self.publisher.status("idle", &parent);

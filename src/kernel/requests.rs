@@ -5,8 +5,10 @@
 
 use crate::kernel::drop_log::DropLog;
 use crate::kernel::transport::{Endpoint, Mailbox, SocketThreads, send_frames};
+use crate::protocol::content::{self, ErrorInfo};
 use crate::protocol::{Codec, Message};
 use bytes::Bytes;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// Where a session's replies go: encoded frames, routing identities first.
@@ -69,4 +71,25 @@ pub fn send_routed(replies: &Replies, codec: &Codec, message: Message) {
             message.header.msg_type
         );
     }
+}
+
+/// For a request whose body could not be read ([`Message::malformed`]): the
+/// `BadRequest` error content to reply with. `None` when the body was fine,
+/// and for messages that are not requests (they get no reply); logs either way.
+pub fn malformed_reply(request: &Message) -> Option<Value> {
+    let reason = request.malformed.as_deref()?;
+    log::info!(
+        "a {} whose body could not be read: {reason}",
+        request.msg_type()
+    );
+    request.msg_type().ends_with("_request").then(|| {
+        let info = ErrorInfo {
+            ename: "BadRequest".into(),
+            evalue: format!("{} could not be read: {reason}", request.msg_type()),
+            traceback: vec![],
+        };
+        let mut reply = content::to_value(&info);
+        reply["status"] = "error".into();
+        reply
+    })
 }

@@ -13,7 +13,7 @@ use crate::kernel::cell_context::SharedHistory;
 use crate::kernel::cell_context::StdinRoute;
 use crate::kernel::interpreter::{Completeness, ExecuteOutcome, Interpreter};
 use crate::kernel::iopub::Publisher;
-use crate::kernel::requests::{Replies, send_routed};
+use crate::kernel::requests::{Replies, malformed_reply, send_routed};
 use crate::kernel::stdin::InputCall;
 use crate::kernel::transport::Mailbox;
 use crate::kernel::{CellContext, info};
@@ -74,15 +74,12 @@ impl ShellSession {
         let parent = request.raw_header.clone();
         self.publisher.status("busy", &parent);
         let mut abort_queued = false;
-        if let Some(reason) = &request.malformed {
-            log_malformed(request.msg_type(), reason);
-            if request.msg_type().ends_with("_request") {
-                let info = ErrorInfo {
-                    ename: "BadRequest".into(),
-                    evalue: format!("{} could not be read: {reason}", request.msg_type()),
-                    traceback: vec![],
-                };
-                self.reply_error(&request, info).await;
+        if request.malformed.is_some() {
+            if let Some(mut reply) = malformed_reply(&request) {
+                if request.msg_type() == "execute_request" {
+                    reply["execution_count"] = json!(self.execution_count);
+                }
+                self.reply(&request, reply).await;
             }
             self.publisher.status("idle", &parent);
             return false;
@@ -407,12 +404,6 @@ impl ShellSession {
     async fn send(&mut self, message: Message) {
         send_routed(&self.replies, &self.codec, message);
     }
-}
-
-/// Logs a request that gets a `BadRequest` reply because its body could not
-/// be parsed.
-pub fn log_malformed(msg_type: &str, reason: &str) {
-    log::info!("answering a {msg_type} whose body could not be read with an error: {reason}");
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
