@@ -1,15 +1,18 @@
 """Faults and load: the runtime killed with SIGKILL mid-cell, 20 restarts in a
 row, two clients on one kernel, a long run of cells and 100 MB of output with the kernel's
-memory watched."""
+memory watched, and output floods from shell commands and Rust loops with fast and slow
+clients and interrupts (kernel memory from /proc, order of what arrives)."""
 
 import os
 import queue
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 from jupyter_client.session import Session
 
 from conftest import Kernel
@@ -267,3 +270,142 @@ def test_a_full_disk_under_the_history_file_loses_no_cell(tmp_path):
             running.shutdown()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+# Output floods. The guarantee under test: however fast a cell writes, the
+# kernel holds a bounded amount of it (the producer is slowed to what the
+# client takes), what arrives is in order, and an interrupt is answered.
+FLOOD_RSS_LIMIT_MIB = 256
+
+
+class PeakRss:
+    """The highest RSS of a process, sampled from /proc every 10 ms in a thread."""
+
+    def __init__(self, process):
+        self.process = process
+        self.start = process.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.01)
+
+    def growth_mib(self):
+        self._stop.set()
+        self._thread.join()
+        return (self.peak - self.start) / 2**20
+
+
+@pytest.fixture(scope="module")
+def flood_kernel():
+    running = Kernel()
+    # The engine (evcxr, rust-analyzer) loads behind the first Rust cell; count from after it.
+    assert running.execute("let warm = 1;\nwarm").result_text() == "1"
+    yield running
+    running.shutdown()
+
+
+def run_flood(running, code, slow_seconds=0.0, timeout=300):
+    """Runs `code`, reading IOPub one message per 5 ms for `slow_seconds` (a slow
+    frontend), then as fast as possible. Returns (reply, stream text, peak RSS growth)."""
+    client = running.client
+    rss = PeakRss(kernel_process(running))
+    msg_id = client.execute(code)
+    start = time.monotonic()
+    texts = []
+    reply = None
+    idle = False
+    while not (idle and reply is not None):
+        assert time.monotonic() - start < timeout, f"{code!r} did not finish within {timeout}s"
+        if reply is None and client.shell_channel.msg_ready():
+            message = client.get_shell_msg(timeout=1)
+            if message["parent_header"].get("msg_id") == msg_id:
+                reply = message
+        try:
+            message = client.get_iopub_msg(timeout=0.05)
+        except queue.Empty:
+            continue
+        if time.monotonic() - start < slow_seconds:
+            time.sleep(0.005)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
+            texts.append(message["content"]["text"])
+        idle = message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+    return reply, "".join(texts), rss.growth_mib()
+
+
+def test_a_shell_flood_to_a_slow_client_keeps_the_kernel_memory_bounded(flood_kernel):
+    reply, text, growth = run_flood(flood_kernel, "!timeout 4 yes", slow_seconds=6)
+    print(f"!timeout 4 yes, slow client: {len(text) / 1e6:.1f} MB delivered, kernel peak +{growth:.0f} MiB")
+    assert reply["content"]["status"] == "ok"
+    assert text and set(text) == {"y", "\n"}
+    assert growth < FLOOD_RSS_LIMIT_MIB, f"the kernel grew {growth:.0f} MiB under the flood"
+    assert flood_kernel.execute("!echo after").stream_text() == "after\n"
+
+
+def test_a_shell_flood_arrives_whole_and_in_order_with_bounded_memory(flood_kernel):
+    reply, text, growth = run_flood(flood_kernel, "!seq 1 5000000")
+    print(f"!seq 1 5000000: {len(text) / 1e6:.1f} MB delivered, kernel peak +{growth:.0f} MiB")
+    assert reply["content"]["status"] == "ok"
+    assert text == "".join(f"{i}\n" for i in range(1, 5_000_001)), "lines lost or out of order"
+    assert growth < FLOOD_RSS_LIMIT_MIB, f"the kernel grew {growth:.0f} MiB under the flood"
+
+
+def test_a_rust_print_flood_to_a_slow_client_stays_in_order_with_bounded_memory(flood_kernel):
+    code = "for i in 0..3_000_000u32 { println!(\"{i}\"); }"
+    reply, text, growth = run_flood(flood_kernel, code, slow_seconds=4)
+    numbers = [int(line) for line in text.splitlines()]
+    print(f"Rust println flood, slow client: {len(numbers)} of 3000000 lines, kernel peak +{growth:.0f} MiB")
+    assert reply["content"]["status"] == "ok"
+    assert numbers and numbers == sorted(set(numbers)), "lines out of order or repeated"
+    assert numbers[-1] == 2_999_999
+    assert growth < FLOOD_RSS_LIMIT_MIB, f"the kernel grew {growth:.0f} MiB under the flood"
+
+
+def interrupt_under_flood(running, code):
+    """Starts `code`, lets it flood for a second, interrupts as the frontend does,
+    and returns (seconds until the execute_reply, the reply, peak RSS growth)."""
+    client = running.client
+    rss = PeakRss(kernel_process(running))
+    msg_id = client.execute(code)
+    streaming_since = None
+    while streaming_since is None or time.monotonic() - streaming_since < 1.0:
+        message = client.get_iopub_msg(timeout=120)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            streaming_since = streaming_since or time.monotonic()
+    interrupted = time.monotonic()
+    running.manager.interrupt_kernel()
+    reply = answered = None
+    idle = False
+    # A liveness bound, not a timing goal (`./kernel bench` reports the time).
+    while not (reply and idle) and time.monotonic() - interrupted < 60:
+        if reply is None and client.shell_channel.msg_ready():
+            message = client.get_shell_msg(timeout=1)
+            if message["parent_header"].get("msg_id") == msg_id:
+                reply, answered = message, time.monotonic() - interrupted
+        if client.iopub_channel.msg_ready():
+            message = client.get_iopub_msg(timeout=1)
+            idle = idle or (message["parent_header"].get("msg_id") == msg_id
+                            and message["msg_type"] == "status"
+                            and message["content"]["execution_state"] == "idle")
+        else:
+            time.sleep(0.001)
+    return answered, reply, rss.growth_mib()
+
+
+def test_an_interrupt_under_a_flood_is_answered_and_the_kernel_goes_on(flood_kernel):
+    answered, reply, growth = interrupt_under_flood(flood_kernel, "!yes")
+    print(f"interrupt of !yes answered after {answered:.2f} s; kernel peak +{growth:.0f} MiB")
+    assert reply is not None, "no execute_reply after interrupting !yes"
+    assert growth < FLOOD_RSS_LIMIT_MIB
+    answered, reply, growth = interrupt_under_flood(flood_kernel, "loop { println!(\"y\"); }")
+    print(f"interrupt of a println loop answered after {answered:.2f} s; kernel peak +{growth:.0f} MiB")
+    assert reply is not None, "no execute_reply after interrupting a println loop"
+    assert reply["content"]["status"] == "error"
+    assert growth < FLOOD_RSS_LIMIT_MIB
+    assert flood_kernel.execute("!echo still fine").stream_text() == "still fine\n"
