@@ -260,10 +260,12 @@ impl Worker {
         let _ = self.shared.link.take_panic();
         let _ = self.shared.link.take_times();
         let before: Vec<(String, String)> = self.variables();
+        let clears = code.lines().any(|line| line.trim() == ":clear");
         let guarded = match run_gate::guard(code, gate) {
-            Some(guarded) if !self.needs_prelude => Some(guarded),
+            Some(guarded) if !self.needs_prelude && !clears => Some(guarded),
             unusable => {
-                // No Rust code, or no prelude to define the gate.
+                // No Rust code, or no prelude to define the gate (`:clear`
+                // removes it before the code is built).
                 self.shared.gate.unguarded(unusable.is_some());
                 None
             }
@@ -301,13 +303,22 @@ impl Worker {
             self.shared.interrupt_requested.load(Ordering::SeqCst) || cell.is_cancelled();
         // An interrupt that claimed the gate: the cell's code did not run.
         let stopped = self.shared.gate.stopped();
-        if code.lines().any(|line| line.trim() == ":clear") {
+        if clears {
             self.needs_prelude = true;
         }
         let gate_line = guarded.map(|guarded| guarded.gate_line);
         match result {
             Err(panic) => internal_error(&panic),
             Ok(Ok(_)) if stopped => interrupted_before_run(&before, &self.variables()),
+            Ok(Ok(_)) if self.shared.runtime_killed.load(Ordering::SeqCst) => {
+                // The interrupt killed the runtime as the cell finished, before
+                // evcxr noticed: restart it now, not in the middle of the next cell.
+                let lost = self.variables();
+                if let Err(error) = self.context.execute(":restart") {
+                    log::warn!("could not restart the Rust runtime: {error}");
+                }
+                lost_runtime("", true, &lost)
+            }
             Ok(Ok(outputs)) => self.success(outputs, cell),
             Ok(Err(evcxr::Error::SubprocessTerminated(detail))) => {
                 lost_runtime(&detail, interrupted && !stopped, &before)
