@@ -7,7 +7,7 @@
 //! `starting` is published once; `kernel_info` is answered immediately while the
 //! interpreter warms up in the background. SIGINT means "interrupt" and never
 //! ends the process; a `shutdown_request` replies, stops the interpreter's
-//! children and exits.
+//! children and exits; SIGTERM does the same without a reply.
 //!
 //! This layer knows nothing about Rust or magics: it talks to an
 //! [`Interpreter`] and hands each cell a [`CellContext`].
@@ -57,13 +57,12 @@ pub fn serve(connection_file: &Path, interpreter: Arc<dyn Interpreter>) -> anyho
         .enable_all()
         .build()?;
     let mut threads = SocketThreads::default();
-    let restart = runtime.block_on(serve_async(
-        info,
-        sockets,
-        limit,
-        &mut threads,
-        interpreter.clone(),
-    ))?;
+    let restart = runtime.block_on(async {
+        tokio::select! {
+            served = serve_async(info, sockets, limit, &mut threads, interpreter.clone()) => served,
+            () = terminated() => Ok(false),
+        }
+    })?;
     log::info!("shutting down (restart requested: {restart})");
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -76,6 +75,19 @@ pub fn serve(connection_file: &Path, interpreter: Arc<dyn Interpreter>) -> anyho
     // Last: the shutdown reply and the final idle still leave.
     threads.close();
     Ok(())
+}
+
+/// Resolves on SIGTERM: the kernel then shuts down as for a shutdown_request
+/// (children and process groups ended), without a reply to send.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            sigterm.recv().await;
+            log::info!("SIGTERM: shutting down");
+        }
+        Err(_) => std::future::pending().await,
+    }
 }
 
 async fn serve_async(

@@ -17,7 +17,7 @@ use crate::engine::text::Utf8Stream;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crate::process_tree::group_alive;
 use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,8 +133,9 @@ pub fn run(
         .stdin(match input {
             Input::Nothing => Stdio::null(),
             _ => Stdio::piped(),
-        })
-        .process_group(0);
+        });
+    // Own process group; dies with the kernel, and the reaper ends the group.
+    crate::process_tree::reaper::enroll(&mut command);
     let mut child = command.spawn()?;
     let pid = child.id() as i32;
     slot.start(pid);

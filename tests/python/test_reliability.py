@@ -409,3 +409,129 @@ def test_an_interrupt_under_a_flood_is_answered_and_the_kernel_goes_on(flood_ker
     assert reply["content"]["status"] == "error"
     assert growth < FLOOD_RSS_LIMIT_MIB
     assert flood_kernel.execute("!echo still fine").stream_text() == "still fine\n"
+
+
+# Every way a kernel ends takes the process groups it started with it. The
+# processes are found in /proc while the kernel lives; afterwards the test polls
+# /proc until they are gone (each check has a deadline, nothing is timed).
+
+def alive(pid):
+    """True while `pid` exists and is not a zombie (orphans may wait for init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def descendants_of(running):
+    """pid -> command line of every process the kernel started: its session
+    (Jupyter starts each kernel in a session of its own), which keeps orphans
+    such as a shell command's background process."""
+    kernel = kernel_process(running).pid
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.pid != kernel and os.getsid(process.pid) == kernel:
+                found[process.pid] = " ".join(process.info["cmdline"] or [])
+        except (OSError, psutil.Error):
+            pass
+    return found
+
+
+def wait_for(condition, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def wait_for_descendant(running, fragment):
+    """The pid of a process the kernel started whose command line has `fragment`."""
+    found = []
+
+    def appeared():
+        found[:] = [pid for pid, line in descendants_of(running).items() if fragment in line]
+        return found
+
+    wait_for(appeared, f"a process running {fragment!r}", seconds=180)
+    return found[0]
+
+
+def assert_all_end(pids, after):
+    def survivors():
+        return {pid: line for pid, line in pids.items() if alive(pid)}
+
+    deadline = time.monotonic() + 30
+    while survivors():
+        assert time.monotonic() < deadline, f"still running after {after}: {survivors()}"
+        time.sleep(0.05)
+
+
+def heavy_build(salt, statements=300):
+    """Rust code whose build takes far longer than any deadline here."""
+    chains = "\n".join(
+        f"let _h{i} = (0..{i + salt}u64).map(|x| x.wrapping_mul({i * 7 + salt}))"
+        f".filter(|x| x % 3 == 0).map(|x| format!(\"{{x}}\")).collect::<Vec<String>>().len();"
+        for i in range(statements))
+    return "{\n" + chains + "\n}"
+
+
+def test_shutdown_request_ends_a_background_command_that_ignores_sigterm():
+    running = Kernel()
+    process = running.manager.provisioner.process
+    # Left running in the background (its shell has exited: an orphan), deaf to
+    # SIGINT and SIGTERM.
+    assert running.execute("!(trap '' INT TERM; exec sleep 996) &").status == "ok"
+    sleeper = wait_for_descendant(running, "sleep 996")
+    family = descendants_of(running)
+    running.client.shutdown()
+    started = time.monotonic()
+    process.wait(timeout=60)
+    print(f"kernel exited {time.monotonic() - started:.2f}s after the shutdown_request; "
+          f"the command then {'still ran' if alive(sleeper) else 'had ended'}")
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
+    assert_all_end(family, "a shutdown_request")
+
+
+def test_shutdown_kernel_now_ends_a_running_shell_command():
+    running = Kernel()
+    running.client.execute("!sleep 998")
+    wait_for_descendant(running, "sleep 998")
+    family = descendants_of(running)
+    running.manager.shutdown_kernel(now=True)
+    running.client.stop_channels()
+    assert_all_end(family, "shutdown_kernel(now=True)")
+
+
+def kernel_mid_build(salt):
+    """A kernel with a background shell process and a long Rust build running."""
+    running = Kernel()
+    assert running.execute("let warm = 1;").status == "ok"
+    running.client.execute(f"!sleep 995 &\n{heavy_build(salt)}")
+    wait_for_descendant(running, "sleep 995")
+    wait_for_descendant(running, "rustc --crate-name ctx")
+    family = descendants_of(running)
+    assert any("cargo" in line for line in family.values()), family
+    return running, family
+
+
+def test_sigterm_mid_build_ends_cargo_rustc_the_runtime_and_shell_groups():
+    running, family = kernel_mid_build(1)
+    process = running.manager.provisioner.process
+    os.kill(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
+    assert_all_end(family, "SIGTERM to the kernel")
+
+
+def test_sigkill_of_the_kernel_alone_mid_build_ends_everything_it_started():
+    running, family = kernel_mid_build(2)
+    process = running.manager.provisioner.process
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
+    assert_all_end(family, "SIGKILL to the kernel process alone")
