@@ -4,8 +4,10 @@
 //! publishes `busy` then `idle`; for execute it publishes `execute_input`, lets
 //! the interpreter run the cell on a blocking thread, publishes the result or
 //! the single `error` output, replies, and only then goes idle. After a failed
-//! cell with `stop_on_error`, the execute requests that had already arrived are
-//! answered `aborted` without running; other requests keep their place. A
+//! cell with `stop_on_error`, the execute requests that had arrived before its
+//! reply went out are answered `aborted` without running (the queue is read
+//! before the reply is sent, so a request a client sends after seeing the
+//! reply always runs); other requests keep their place. A
 //! request whose body could not be parsed is answered with a `BadRequest`
 //! error (busy, reply, idle) like any other bad request.
 
@@ -29,6 +31,28 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+
+/// The requests that arrived while a request ran: the channel's queue and
+/// the non-execute requests held back to keep their place.
+struct Arrived<'a> {
+    queue: &'a mut mpsc::UnboundedReceiver<Message>,
+    held: &'a mut VecDeque<Message>,
+}
+
+impl Arrived<'_> {
+    /// Takes every execute request that has arrived so far; others stay held, in order.
+    fn executes(&mut self) -> Vec<Message> {
+        let mut executes = Vec::new();
+        while let Ok(queued) = self.queue.try_recv() {
+            if queued.msg_type() == "execute_request" {
+                executes.push(queued);
+            } else {
+                self.held.push_back(queued);
+            }
+        }
+        executes
+    }
+}
 
 /// The cancel flag of the cell that runs now; the control channel sets it.
 pub type CurrentCancel = Arc<Mutex<Arc<AtomicBool>>>;
@@ -56,24 +80,21 @@ impl ShellSession {
                     None => break,
                 },
             };
-            let abort_queued = self.handle(message).await;
-            if abort_queued {
-                while let Ok(queued) = queue.try_recv() {
-                    if queued.msg_type() == "execute_request" {
-                        self.abort(&queued).await;
-                    } else {
-                        held.push_back(queued);
-                    }
-                }
+            let mut arrived = Arrived {
+                queue: &mut queue,
+                held: &mut held,
+            };
+            for aborted in self.handle(message, &mut arrived).await {
+                self.abort(&aborted).await;
             }
         }
     }
 
-    /// Handles one request; returns true when queued executes must be aborted.
-    async fn handle(&mut self, request: Message) -> bool {
+    /// Handles one request; returns the queued executes that must be aborted.
+    async fn handle(&mut self, request: Message, arrived: &mut Arrived<'_>) -> Vec<Message> {
         let parent = request.raw_header.clone();
         self.publisher.status("busy", &parent);
-        let mut abort_queued = false;
+        let mut abort_queued = Vec::new();
         if request.malformed.is_some() {
             if let Some(mut reply) = malformed_reply(&request) {
                 if request.msg_type() == "execute_request" {
@@ -82,10 +103,10 @@ impl ShellSession {
                 self.reply(&request, reply).await;
             }
             self.publisher.status("idle", &parent);
-            return false;
+            return abort_queued;
         }
         match request.msg_type() {
-            "execute_request" => abort_queued = self.execute(&request).await,
+            "execute_request" => abort_queued = self.execute(&request, arrived).await,
             "kernel_info_request" => {
                 let reply = info::kernel_info(self.interpreter.as_ref());
                 self.reply(&request, reply).await;
@@ -114,7 +135,7 @@ impl ShellSession {
         abort_queued
     }
 
-    async fn execute(&mut self, request: &Message) -> bool {
+    async fn execute(&mut self, request: &Message, arrived: &mut Arrived<'_>) -> Vec<Message> {
         let execute: ExecuteRequest = match request.content_as() {
             Ok(execute) => execute,
             Err(error) => {
@@ -124,7 +145,7 @@ impl ShellSession {
                     traceback: vec![],
                 };
                 self.reply_error(request, info).await;
-                return false;
+                return Vec::new();
             }
         };
         let has_code = !execute.code.trim().is_empty();
@@ -183,12 +204,17 @@ impl ShellSession {
                     let input = self.interpreter.history_text(&execute.code);
                     lock(&self.history).store(count, &input, output_text.as_deref());
                 }
-                false
+                Vec::new()
             }
             ExecuteOutcome::Error(info) => {
                 self.publisher
                     .publish("error", content::to_value(&info), &request.raw_header);
                 self.publisher.flush().await;
+                let aborted = if execute.stop_on_error && !execute.silent {
+                    arrived.executes()
+                } else {
+                    Vec::new()
+                };
                 let reply = ExecuteReplyError {
                     status: "error",
                     execution_count: count,
@@ -201,7 +227,7 @@ impl ShellSession {
                     let input = self.interpreter.history_text(&execute.code);
                     lock(&self.history).store(count, &input, None);
                 }
-                execute.stop_on_error && !execute.silent
+                aborted
             }
         }
     }

@@ -46,6 +46,7 @@ let shared = std::rc::Rc::new(5);
 let bad = Bad;"""
 
 SETUP = DEFINITIONS + VARIABLES
+MODULE_VARIABLES = "model,weights,table,count,title,file,callback,shared,bad"
 
 VALUES = 'format!("{:?}|{:?}|{:?}|{}|{:?}", model, weights, { let mut t: Vec<_> = table.iter().collect(); t.sort(); t }, count, title)'
 
@@ -106,8 +107,8 @@ def first(ck, work):
 
 
 def save_here(kernel):
-    """Saves every variable into ./checkpoints; returns the checkpoint's name."""
-    saved = ok(kernel.execute(f"%cd -q {kernel.cwd}\n%checkpoint save")).result_text()
+    """Saves the module's variables into ./checkpoints; returns the checkpoint's name."""
+    saved = ok(kernel.execute(f"%cd -q {kernel.cwd}\n%checkpoint save --vars {MODULE_VARIABLES}")).result_text()
     return re.search(r"Saved (ckpt-\S+) to", saved).group(1)
 
 
@@ -187,7 +188,7 @@ def test_fresh_kernel_in_another_directory_restores_and_a_changed_type_fails_alo
         ok(fresh.execute("let x = 1;"))
         lost = fresh.execute("std::process::abort();").error()
         assert "No checkpoint in" in lost["traceback"][-1]
-        restored = ok(fresh.execute(f"%checkpoint restore --dir {work / 'checkpoints'}", timeout=600))
+        restored = ok(fresh.execute(f"%checkpoint restore first --dir {work / 'checkpoints'}", timeout=600))
         text = restored.result_text()
         assert "definitions replayed: Bad, Model" in text and "dependencies: :dep serde" in text
         assert ok(fresh.execute(VALUES)).result_text() == before
@@ -199,7 +200,7 @@ def test_fresh_kernel_in_another_directory_restores_and_a_changed_type_fails_alo
     try:
         ok(changed.execute(':dep serde = { version = "1", features = ["derive"] }\n'
                            '#[derive(Debug, serde::Deserialize)] struct Model { other: u8 }', timeout=600))
-        failed = changed.execute(f"%checkpoint restore --dir {work / 'checkpoints'}")
+        failed = changed.execute(f"%checkpoint restore first --dir {work / 'checkpoints'}")
         error = failed.error()
         assert error["ename"] == "RestoreIncomplete" and "model" in error["evalue"]
         assert any("restored 4" in line for line in error["traceback"])
@@ -373,7 +374,8 @@ def saved(ck, work, tmp_path_factory):
     (work / "data").mkdir(exist_ok=True)
     (work / "data" / "notes.txt").write_text("keep me\n")
     reset(ck)
-    ok(ck.execute(f"%checkpoint save first --dir {root} --files data/notes.txt"))
+    # Only the module's variables: other tests may have left variables of their own in the kernel.
+    ok(ck.execute(f"%checkpoint save first --dir {root} --files data/notes.txt --vars {MODULE_VARIABLES}"))
     return root / "ckpt-000001-first"
 
 
