@@ -19,7 +19,7 @@ use crate::engine::{Engine, toolchain};
 use crate::kernel::{
     CellContext, Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity, StreamName,
 };
-use crate::magics::checkpoint;
+use crate::magics::hooks::RustRun;
 use crate::magics::shell::{self, ProcessSlot};
 use crate::magics::{Call, Kind, MagicError, MagicResult, MagicState, Registry};
 use crate::protocol::content::{ErrorInfo, MimeBundle};
@@ -52,11 +52,14 @@ impl Router {
         }
     }
 
+    /// Runs one segment; adds to `lost` the `(name, type)` of variables a
+    /// restarted runtime took with it.
     fn run_segment(
         &self,
         segment: Segment,
         cell: &CellContext,
         state: &mut MagicState,
+        lost: &mut Vec<(String, String)>,
     ) -> ExecuteOutcome {
         let mut call =
             |name: &str, args: &str, body: &str, run: &dyn Fn(&mut Call) -> MagicResult| {
@@ -74,20 +77,22 @@ impl Router {
         match segment {
             Segment::Rust { code, first_line } => {
                 let env = state.environment();
-                let checkpoints = &mut state.checkpoint;
-                let (run, prepended) =
-                    match checkpoint::before_rust(&self.engine, checkpoints, &code, cell, &env) {
-                        Ok(prepared) => prepared,
+                let mut run = RustRun::new(&code);
+                for hook in state.hooks() {
+                    run = match hook.before_rust(&self.engine, run, cell, &env) {
+                        Ok(run) => run,
                         Err(outcome) => return outcome,
                     };
-                let first_line = if prepended {
-                    first_line - 1
-                } else {
-                    first_line
-                };
-                let mut outcome = self.engine.execute(&run, first_line, cell);
-                let succeeded = matches!(outcome, ExecuteOutcome::Ok { .. });
-                checkpoint::after_rust(checkpoints, &code, succeeded, prepended);
+                }
+                let ran = self
+                    .engine
+                    .run(&run.code, first_line - run.lines_added, cell);
+                let succeeded = matches!(ran.outcome, ExecuteOutcome::Ok { .. });
+                for hook in state.hooks() {
+                    hook.after_rust(&code, &run, succeeded);
+                }
+                lost.extend(ran.lost_variables);
+                let mut outcome = ran.outcome;
                 if let ExecuteOutcome::Error(error) = &mut outcome
                     && error.ename == "CompileError"
                 {
@@ -257,6 +262,7 @@ impl Interpreter for Router {
         let last = segments.len().saturating_sub(1);
         let mut final_result = None;
         let mut payload = Vec::new();
+        let mut lost = Vec::new();
         for (index, segment) in segments.into_iter().enumerate() {
             if cell.is_cancelled() {
                 return ExecuteOutcome::error(
@@ -265,7 +271,7 @@ impl Interpreter for Router {
                     vec!["\x1b[1;31mInterrupted\x1b[0m: the cell was interrupted; the rest of it did not run".into()],
                 );
             }
-            match self.run_segment(segment, cell, &mut state) {
+            match self.run_segment(segment, cell, &mut state, &mut lost) {
                 ExecuteOutcome::Ok {
                     result,
                     payload: more,
@@ -277,15 +283,26 @@ impl Interpreter for Router {
                         None => {}
                     }
                 }
-                error => {
+                mut error => {
                     let env = state.environment();
-                    checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, false, &env);
-                    return checkpoint::explain_loss(&state.checkpoint, error, &env);
+                    for hook in state.hooks() {
+                        hook.after_cell(&self.engine, cell, false, &env);
+                    }
+                    if let ExecuteOutcome::Error(info) = &mut error
+                        && !lost.is_empty()
+                    {
+                        for hook in state.hooks() {
+                            hook.after_loss(&lost, info, &env);
+                        }
+                    }
+                    return error;
                 }
             }
         }
         let env = state.environment();
-        checkpoint::after_cell(&self.engine, &mut state.checkpoint, cell, true, &env);
+        for hook in state.hooks() {
+            hook.after_cell(&self.engine, cell, true, &env);
+        }
         if cell.is_cancelled() {
             return ExecuteOutcome::error(
                 "Interrupted",

@@ -63,12 +63,22 @@ pub struct Hover {
     pub html: String,
 }
 
+/// What one run of Rust code did.
+pub struct CellRun {
+    pub outcome: ExecuteOutcome,
+    /// How long user code ran, compile time excluded.
+    pub times: RunTimes,
+    /// `(name, type)` of each variable lost because the runtime ended or was
+    /// restarted (a crash, or an interrupt that had to kill it); empty otherwise.
+    pub lost_variables: Vec<(String, String)>,
+}
+
 enum Job {
     Execute {
         code: String,
         first_line: usize,
         cell: CellContext,
-        done: Sender<(ExecuteOutcome, RunTimes)>,
+        done: Sender<CellRun>,
     },
     Complete {
         code: String,
@@ -308,24 +318,23 @@ impl Engine {
     /// Runs Rust code (evcxr `:commands` included). `first_line` is the line
     /// number of `code`'s first line within the cell, for error locations.
     pub fn execute(&self, code: &str, first_line: usize, cell: &CellContext) -> ExecuteOutcome {
-        self.execute_timed(code, first_line, cell).0
+        self.run(code, first_line, cell).outcome
     }
 
-    /// Like [`execute`](Self::execute), also returning how long user code ran
-    /// (compile time excluded).
-    pub fn execute_timed(
-        &self,
-        code: &str,
-        first_line: usize,
-        cell: &CellContext,
-    ) -> (ExecuteOutcome, RunTimes) {
-        let outcome = self.submit(|done| Job::Execute {
+    /// Like [`execute`](Self::execute), also saying how long user code ran
+    /// (compile time excluded) and which variables a restarted runtime lost.
+    pub fn run(&self, code: &str, first_line: usize, cell: &CellContext) -> CellRun {
+        let ran = self.submit(|done| Job::Execute {
             code: code.to_owned(),
             first_line,
             cell: cell.clone(),
             done,
         });
-        outcome.unwrap_or_else(|| (self.unavailable(), RunTimes::default()))
+        ran.unwrap_or_else(|| CellRun {
+            outcome: self.unavailable(),
+            times: RunTimes::default(),
+            lost_variables: Vec::new(),
+        })
     }
 
     fn unavailable(&self) -> ExecuteOutcome {

@@ -1,7 +1,7 @@
 //! The engine thread: owns evcxr's `CommandContext` and serves jobs in order.
 
 use super::{
-    CompletionSet, Hover, Job, Shared, build_cleanup, prelude, render, run_gate, toolchain,
+    CellRun, CompletionSet, Hover, Job, Shared, build_cleanup, prelude, render, run_gate, toolchain,
 };
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crossbeam_channel::Receiver;
@@ -50,8 +50,12 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
                 cell,
                 done,
             } => {
-                let outcome = current.execute(&code, first_line, &cell);
-                let _ = done.send((outcome, shared.link.take_times()));
+                let (outcome, lost_variables) = current.execute(&code, first_line, &cell);
+                let _ = done.send(CellRun {
+                    outcome,
+                    times: shared.link.take_times(),
+                    lost_variables,
+                });
             }
             Job::Complete { code, offset, done } => {
                 let _ = done.send(current.complete(&code, offset));
@@ -93,7 +97,11 @@ fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
                         reason.to_owned(),
                     ],
                 );
-                let _ = done.send((outcome, Default::default()));
+                let _ = done.send(CellRun {
+                    outcome,
+                    times: Default::default(),
+                    lost_variables: Vec::new(),
+                });
             }
             Job::Complete { done, .. } => {
                 let _ = done.send(None);
@@ -207,7 +215,13 @@ impl Worker {
         }
     }
 
-    fn execute(&mut self, code: &str, first_line: usize, cell: &CellContext) -> ExecuteOutcome {
+    /// Runs a cell; returns its outcome and the variables it lost (a restarted runtime).
+    fn execute(
+        &mut self,
+        code: &str,
+        first_line: usize,
+        cell: &CellContext,
+    ) -> (ExecuteOutcome, Vec<(String, String)>) {
         self.shared.link.set_sink(cell);
         *self
             .shared
@@ -226,7 +240,7 @@ impl Worker {
             self.shared.interrupt();
         }
 
-        let outcome = self.run_cell(code, first_line, cell, &gate);
+        let ran = self.run_cell(code, first_line, cell, &gate);
 
         self.shared.executing.store(false, Ordering::SeqCst);
         // Dropping the sender ends the thread that keeps a stopped build stopped.
@@ -245,17 +259,18 @@ impl Worker {
             self.clean_killed_build();
         }
         crate::process_tree::reaper::forget_ended();
-        outcome
+        ran
     }
 
-    /// Prepares the runtime, runs `code` behind its gate and says how it went.
+    /// Prepares the runtime, runs `code` behind its gate and says how it
+    /// went, with the variables lost when the runtime had to restart.
     fn run_cell(
         &mut self,
         code: &str,
         first_line: usize,
         cell: &CellContext,
         gate: &Path,
-    ) -> ExecuteOutcome {
+    ) -> (ExecuteOutcome, Vec<(String, String)>) {
         self.prepare_runtime(Some(cell));
         let _ = self.shared.link.take_panic();
         let _ = self.shared.link.take_times();
@@ -271,7 +286,7 @@ impl Worker {
             }
         };
         if self.shared.gate.stopped() {
-            return interrupted_before_run(&before, &before);
+            return (interrupted_before_run(&before, &before), Vec::new());
         }
         let to_run = guarded
             .as_ref()
@@ -307,7 +322,7 @@ impl Worker {
             self.needs_prelude = true;
         }
         let gate_line = guarded.map(|guarded| guarded.gate_line);
-        match result {
+        let outcome = match result {
             Err(panic) => internal_error(&panic),
             Ok(Ok(_)) if stopped => interrupted_before_run(&before, &self.variables()),
             Ok(Ok(_)) if self.shared.runtime_killed.load(Ordering::SeqCst) => {
@@ -317,15 +332,17 @@ impl Worker {
                 if let Err(error) = self.context.execute(":restart") {
                     log::warn!("could not restart the Rust runtime: {error}");
                 }
-                lost_runtime("", true, &lost)
+                return (lost_runtime("", true, &lost), lost);
             }
             Ok(Ok(outputs)) => self.success(outputs, cell),
             Ok(Err(evcxr::Error::SubprocessTerminated(detail))) => {
-                lost_runtime(&detail, interrupted && !stopped, &before)
+                let outcome = lost_runtime(&detail, interrupted && !stopped, &before);
+                return (outcome, before);
             }
             Ok(Err(_)) if interrupted => interrupted_before_run(&before, &self.variables()),
             Ok(Err(error)) => self.failure(error, code, first_line, gate_line),
-        }
+        };
+        (outcome, Vec::new())
     }
 
     /// A build killed part-way can leave the session crate's incremental

@@ -13,6 +13,7 @@ mod dirs;
 mod env;
 mod files;
 pub mod gpu;
+pub mod hooks;
 mod inspect;
 mod kaggle;
 pub mod secrets;

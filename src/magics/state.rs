@@ -32,6 +32,11 @@ impl MagicState {
         }
     }
 
+    /// The magic families that take part in every cell, in the order the router calls them.
+    pub fn hooks(&mut self) -> [&mut dyn super::hooks::CellHooks; 1] {
+        [&mut self.checkpoint]
+    }
+
     /// The value a variable has for commands run from the notebook.
     pub fn env_var(&self, key: &str) -> Option<String> {
         match self.env.get(key) {

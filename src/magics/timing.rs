@@ -70,7 +70,8 @@ fn time_cell(call: &mut Call) -> MagicResult {
 
 fn timed(call: &mut Call, code: &str) -> MagicResult {
     let started = Instant::now();
-    let (outcome, times) = call.engine.execute_timed(code, 1, call.cell);
+    let ran = call.engine.run(code, 1, call.cell);
+    let (outcome, times) = (ran.outcome, ran.times);
     let total = started.elapsed();
     match outcome {
         ExecuteOutcome::Ok { result, .. } => {

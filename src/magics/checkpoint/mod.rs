@@ -8,6 +8,7 @@
 //! newest checkpoint when variables are lost. Checkpoints live in a folder or
 //! in object storage ([`place`]); a restore trusts only what [`trust`] allows.
 
+mod hooks;
 mod in_cell;
 pub mod journal;
 mod listing;
@@ -25,8 +26,7 @@ pub use state::{CheckpointState, Env};
 
 use super::args;
 use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
-use crate::engine::Engine;
-use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
+use crate::kernel::{ExecuteOutcome, StreamName};
 use clap::{Parser, Subcommand};
 use ferrolab_checkpoint::commit;
 use ferrolab_checkpoint::manifest::Depth;
@@ -587,120 +587,6 @@ fn status(call: &mut Call, dir: Option<String>) -> MagicResult {
         }
     }
     Ok(text_result(lines.join("\n")))
-}
-
-// ---- hooks for the cell router ----
-
-/// Before a Rust segment: the code to run (with the runtime added to the
-/// user's first `:dep` cell), or the error that stops the cell.
-pub fn before_rust(
-    engine: &Engine,
-    state: &mut CheckpointState,
-    code: &str,
-    cell: &CellContext,
-    env: &Env,
-) -> Result<(String, bool), ExecuteOutcome> {
-    if code.lines().any(|line| line.trim() == ":clear") {
-        state.runtime_loaded = false;
-        state.journal.clear();
-    }
-    if let Some(extended) = runtime::piggyback(code, state) {
-        return Ok((extended, true));
-    }
-    let uses_macro = code.contains("checkpoint!") || code.contains("checkpoint_now!");
-    if uses_macro && !state.runtime_loaded {
-        match runtime::ensure(engine, state, cell).map_err(into_outcome)? {
-            Readiness::Loaded => {}
-            Readiness::WouldDrop(risky) => {
-                return Err(into_outcome(checkpoint_error(format!(
-                    "ferrolab::checkpoint! needs the checkpoint runtime, which is {}",
-                    Readiness::why_not(&risky)
-                        .trim_start_matches("not saved: the checkpoint runtime is ")
-                ))));
-            }
-        }
-    }
-    in_cell::prepare(engine, state, env);
-    Ok((code.to_owned(), false))
-}
-
-/// After a Rust segment ran.
-pub fn after_rust(state: &mut CheckpointState, code: &str, succeeded: bool, piggybacked: bool) {
-    if succeeded {
-        if piggybacked {
-            state.runtime_loaded = true;
-        }
-        state.journal.push(journal::Entry {
-            code: code.to_owned(),
-            unix_time: save::now_unix(),
-        });
-    }
-}
-
-/// After a whole cell: in-cell checkpoints, then an auto-save if one is due.
-pub fn after_cell(
-    engine: &Engine,
-    state: &mut CheckpointState,
-    cell: &CellContext,
-    succeeded: bool,
-    env: &Env,
-) {
-    in_cell::after_cell(state, cell, env);
-    let Some(auto) = state.auto.clone() else {
-        return;
-    };
-    let due = state
-        .last_commit_unix
-        .is_none_or(|last| save::now_unix() - last >= auto.every.as_secs_f64());
-    // Nothing to keep yet: no variables (the definitions are in the journal).
-    if !succeeded || !due || cell.is_cancelled() || engine.variables().is_empty() {
-        return;
-    }
-    let place = match state.place(None, env) {
-        Ok(place) => place,
-        Err(error) => {
-            cell.stream(
-                StreamName::Stderr,
-                &format!("[auto] checkpoint failed: {}\n", error.evalue),
-            );
-            return;
-        }
-    };
-    let request = save::Request {
-        place,
-        label: None,
-        vars: None,
-        exclude: Vec::new(),
-        files: Vec::new(),
-        metrics: BTreeMap::new(),
-        origin: "auto",
-    };
-    match save::save(engine, state, cell, request) {
-        Ok(saved) => cell.stream(
-            StreamName::Stderr,
-            &format!("[auto] {}\n", listing::saved_summary(&saved)),
-        ),
-        Err(error) => cell.stream(
-            StreamName::Stderr,
-            &format!("[auto] checkpoint failed: {}\n", error.evalue),
-        ),
-    }
-}
-
-/// Adds the newest checkpoint to an error that lost variables.
-pub fn explain_loss(state: &CheckpointState, outcome: ExecuteOutcome, env: &Env) -> ExecuteOutcome {
-    let ExecuteOutcome::Error(mut error) = outcome else {
-        return outcome;
-    };
-    if matches!(error.ename.as_str(), "Interrupted" | "RuntimeCrashed")
-        && let Some((_, names)) = error.evalue.split_once("lost variables: ")
-    {
-        let lost: Vec<String> = names.split(", ").map(|n| n.trim().to_owned()).collect();
-        error
-            .traceback
-            .push(listing::lost_state_hint(state, &lost, env));
-    }
-    ExecuteOutcome::Error(error)
 }
 
 fn into_outcome(error: MagicError) -> ExecuteOutcome {

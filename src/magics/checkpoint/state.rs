@@ -5,13 +5,12 @@
 use super::journal::Entry;
 use super::place::Place;
 use crate::magics::MagicError;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The environment the notebook's commands see (`%env` applied): where
 /// checkpoint settings, object-storage credentials and the checkpoint key
 /// are read from.
-pub type Env = BTreeMap<String, String>;
+pub use crate::magics::hooks::Env;
 
 /// `--keep-best METRIC:min|max:K`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +41,9 @@ pub struct CheckpointState {
     pub auto: Option<Auto>,
     pub retention: Retention,
     pub runtime_loaded: bool,
+    /// The Rust segment now running carries the runtime in front of the
+    /// user's first `:dep` (loaded once it succeeds).
+    pub runtime_riding_along: bool,
     /// When this kernel last committed a checkpoint (unix seconds).
     pub last_commit_unix: Option<f64>,
     /// The checkpoint this kernel restored from (by name): never removed by
