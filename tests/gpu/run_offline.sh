@@ -62,5 +62,9 @@ export FERROLAB_HISTORY_FILE="$WORK/history.jsonl"
 step "Running gpu.ipynb"
 status=0
 python3 "$B/run_notebook.py" "$B/gpu.ipynb" -o "$OUT/gpu.executed.ipynb" --timeout 900 || status=$?
-python3 "$B/summarize.py" "$OUT/gpu.executed.ipynb" | tee "$OUT/summary.txt"
-exit "$status"
+checked=0
+python3 "$B/summarize.py" "$OUT/gpu.executed.ipynb" > "$OUT/summary.txt" || checked=$?
+cat "$OUT/summary.txt"
+# Fails when the notebook failed or when the GPU's result was not checked OK.
+[ "$status" -ne 0 ] && exit "$status"
+exit "$checked"

@@ -1,5 +1,9 @@
 """One line about an executed gpu.ipynb: the GPU, the result check, and each
-code cell's run time (from nbclient's timing metadata)."""
+code cell's run time (from nbclient's timing metadata).
+
+Exit status 0 only when the GPU's result matched the CPU's ("RESULT CHECK: OK")
+and no cell failed; 1 otherwise (a mismatch, a failed or skipped check, a check
+never reached, any error output), so a script can trust it."""
 
 import re
 import sys
@@ -36,7 +40,9 @@ def main(path):
         f"GPU: {gpu.group(1) if gpu else 'none found'} | check: {check.group(1) if check else 'not reached'}"
         f" | errors: {', '.join(errors) if errors else 'none'} | cell times: {shown}"
     )
+    passed = bool(check) and check.group(1).startswith("OK") and not errors
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1]))

@@ -13,6 +13,49 @@ from dataclasses import dataclass, field
 import jupyter_client
 import pytest
 
+ALLOWLIST = os.path.join(os.path.dirname(__file__), "skip_allowlist.txt")
+
+
+def allowed_skips():
+    """(text a skip reason contains, why it is acceptable) from skip_allowlist.txt."""
+    with open(ALLOWLIST, encoding="utf-8") as listing:
+        lines = [line.strip() for line in listing if line.strip() and not line.startswith("#")]
+    return [tuple(part.strip() for part in line.split(" | ", 1)) for line in lines]
+
+
+SKIPS = []  # (test id, reason) of every skipped test in this run
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        SKIPS.append((report.nodeid, reason))
+
+
+def unexpected_skips():
+    allowed = [text for text, _ in allowed_skips()]
+    return [(node, reason) for node, reason in SKIPS if not any(text in reason for text in allowed)]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No silent skips: a skip whose reason is not on the allow-list fails the run."""
+    if unexpected_skips() and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    write = terminalreporter.write_line
+    terminalreporter.section("skips")
+    write("allowed skip reasons (tests/python/skip_allowlist.txt):")
+    for text, why in allowed_skips():
+        write(f"  {text!r}: {why}")
+    unexpected = unexpected_skips()
+    for node, reason in SKIPS:
+        write(f"  {'NOT ALLOWED' if (node, reason) in unexpected else 'allowed'}: {node}: {reason}")
+    write(f"{len(SKIPS)} skipped, {len(unexpected)} of them for a reason not on the list"
+          + (": the run fails" if unexpected else ""), red=bool(unexpected))
+
+
 KERNEL_NAME = os.environ.get("FERROLAB_TEST_KERNEL", "ferrolab")
 # Generous: the first cell of a kernel compiles evcxr's crate and dependencies.
 TIMEOUT = 180

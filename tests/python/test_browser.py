@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-playwright = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api as playwright  # pinned in requirements.txt: missing is an error, not a skip
 
 CHROMIUM = os.environ.get("FERROLAB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("FERROLAB_TEST_ARTIFACTS", "test-artifacts")) / "browser"

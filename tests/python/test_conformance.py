@@ -43,6 +43,20 @@ class FerrolabConformance(jupyter_kernel_test.KernelTests):
     code_inspect_sample = "std::vec::Vec"
     code_clear_output = "ferrolab::clear_output(false)"
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # The suite gives every cell 15 s; a kernel's first Rust cell builds the session crate,
+        # which on a loaded 2-core machine can take longer. Run that first build here, once.
+        msg_id = cls.kc.execute("0", store_history=False)
+        reply = cls.kc.get_shell_msg(timeout=600)
+        assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "ok", reply
+        while True:
+            msg = cls.kc.get_iopub_msg(timeout=60)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+
 
 class FerrolabIopubWelcome(jupyter_kernel_test.IopubWelcomeTests):
     kernel_name = KERNEL_NAME

@@ -105,3 +105,35 @@ def test_html_export_highlights_rust(tmp_path):
     assert "hl-rust" in html
     # pygments' Rust lexer marks `let` and `fn` as keywords.
     assert '<span class="kd">let</span>' in html or '<span class="k">let</span>' in html
+
+
+def gpu_notebook_with(saxpy_body):
+    """gpu.ipynb with the GPU stood in by a CPU function of the same signature: its
+    own result-check cell runs as written, against `saxpy_body`'s answer."""
+    notebook = nbformat.read(ROOT / "notebooks" / "gpu.ipynb", as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    check = next(c for c in code if "RESULT CHECK" in c.source)
+    stand_in = (
+        "let gpu_available = true;\n"
+        "fn saxpy_on_gpu(a: f32, x: &[f32], y: &[f32]) -> Result<(Vec<f32>, String), Box<dyn std::error::Error>> {\n"
+        f"    {saxpy_body}\n"
+        "}"
+    )
+    notebook.cells = [nbformat.v4.new_code_cell(stand_in), check]
+    return notebook
+
+
+@pytest.mark.parametrize("saxpy, passes", [
+    ('Ok((x.iter().zip(y).map(|(x, y)| a * x + y).collect(), "stand-in".into()))', True),
+    ('Ok((x.iter().zip(y).map(|(x, y)| a * x + y + 0.5).collect(), "stand-in".into()))', False),
+    ('Err("CUDA_ERROR_NO_DEVICE".into())', False),
+], ids=["right", "wrong", "failed"])
+def test_the_gpu_notebook_fails_when_the_gpu_result_is_wrong(saxpy, passes, tmp_path):
+    source = tmp_path / "gpu.ipynb"
+    nbformat.write(gpu_notebook_with(saxpy), source)
+    output = tmp_path / "gpu.executed.ipynb"
+    assert (run(source, output).returncode == 0) == passes
+    summary = subprocess.run([sys.executable, str(ROOT / "tests" / "gpu" / "summarize.py"), str(output)],
+                             capture_output=True, text=True)
+    assert (summary.returncode == 0) == passes, summary.stdout
+    assert ("check: OK" in summary.stdout) == passes, summary.stdout

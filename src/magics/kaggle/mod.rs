@@ -1,7 +1,8 @@
 //! `%kaggle`: the Kaggle workflow in the kernel, natively — credentials,
 //! competition and dataset downloads (resumable, checked, with `--unzip`),
 //! submissions with scores, the leaderboard — against the current Kaggle API
-//! (see `shared/reference/kaggle.md`), with the official CLI's commands.
+//! (the `/api/v1` REST dialect the official `kaggle` CLI speaks), with the
+//! official CLI's commands.
 //!
 //! This module parses the command line and runs the command with a [`Ctx`]:
 //! the environment (with `%env` changes), the cwd, the cell, the credentials
