@@ -16,6 +16,31 @@ from jupyter_client.session import Session
 
 from conftest import Kernel, TIMEOUT
 
+# What the kernel logs (at info level) once it has taken a SIGINT.
+SIGINT_TAKEN = "SIGINT: interrupting the running cell"
+
+
+@pytest.fixture(scope="module")
+def kernel_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("behaviour") / "kernel.log"
+
+
+@pytest.fixture(scope="module")
+def kernel(kernel_log):
+    """The module's kernel, logging at info level to `kernel_log`, so a test can
+    wait for an event the kernel only logs (it survives the restart test)."""
+    running = Kernel(env={"FERROLAB_LOG_FILE": str(kernel_log), "FERROLAB_LOG": "info"})
+    yield running
+    running.shutdown()
+
+
+def wait_for_log_count(log_file, line, count, seconds=60):
+    """Waits until `line` appears `count` times in the log (a liveness bound)."""
+    deadline = time.monotonic() + seconds
+    while log_file.read_text(errors="replace").count(line) < count:
+        assert time.monotonic() < deadline, f"the kernel never logged {line!r} ({count} times)"
+        time.sleep(0.02)
+
 
 def test_state_and_display_across_cells(kernel):
     assert kernel.execute("let base = 40;").status == "ok"
@@ -84,24 +109,31 @@ def test_stop_on_error_false_does_not_abort(kernel):
     assert replies[after]["status"] == "ok"
 
 
-def test_partial_line_arrives_while_the_cell_still_runs(kernel):
+def test_partial_line_arrives_while_the_cell_still_runs(kernel, tmp_path):
     client = kernel.client
+    go_on = tmp_path / "go-on"
+    # The cell prints a partial line, then waits until the test creates `go_on`.
     msg_id = client.execute(
-        'print!("progress 50%"); std::thread::sleep(std::time::Duration::from_secs(3)); println!(" done");'
+        f'print!("progress 50%"); while !std::path::Path::new("{go_on}").exists() {{ '
+        'std::thread::sleep(std::time::Duration::from_millis(20)); } println!(" done");'
     )
-    deadline = time.monotonic() + TIMEOUT
-    seen_partial = False
-    while time.monotonic() < deadline:
-        message = client.get_iopub_msg(timeout=TIMEOUT)
-        if message["parent_header"].get("msg_id") != msg_id or message["msg_type"] != "stream":
-            continue
-        if message["content"]["text"] == "progress 50%":
-            seen_partial = True
-            # The cell sleeps 3 s after printing, so no reply can exist yet.
-            assert not client.shell_channel.msg_ready()
-            break
-    assert seen_partial
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        seen_partial = False
+        while time.monotonic() < deadline:
+            message = client.get_iopub_msg(timeout=TIMEOUT)
+            if message["parent_header"].get("msg_id") != msg_id or message["msg_type"] != "stream":
+                continue
+            if message["content"]["text"] == "progress 50%":
+                seen_partial = True
+                # The cell cannot finish before `go_on` exists, so no reply can exist yet.
+                assert not client.shell_channel.msg_ready()
+                break
+        assert seen_partial
+    finally:
+        go_on.touch()
     reply = client.get_shell_msg(timeout=TIMEOUT)
+    assert reply["parent_header"]["msg_id"] == msg_id
     assert reply["content"]["status"] == "ok"
 
 
@@ -284,13 +316,15 @@ def test_history_survives_a_restart(kernel):
     assert kernel.execute("1 + 2").result_text() == "3"
 
 
-def test_sigint_interrupts_like_the_message_and_never_kills_the_kernel(kernel):
+def test_sigint_interrupts_like_the_message_and_never_kills_the_kernel(kernel, kernel_log):
     client = kernel.client
-    # While idle: nothing to stop, and the session is untouched. (The short pause
-    # only lets the asynchronous signal land before the next request.)
+    # While idle: nothing to stop, and the session is untouched. The next request
+    # goes only once the kernel has logged that it took the signal, so the
+    # signal cannot land on that request's cell instead.
     kernel.execute("let still_here = 9;")
+    taken = kernel_log.read_text(errors="replace").count(SIGINT_TAKEN)
     os.kill(kernel.manager.provisioner.process.pid, signal.SIGINT)
-    time.sleep(1)
+    wait_for_log_count(kernel_log, SIGINT_TAKEN, taken + 1)
     assert kernel.execute("still_here").result_text() == "9"
     # While a cell runs: the signal interrupts it, as interrupt_request does.
     msg_id = client.execute('println!("spinning"); loop { std::hint::spin_loop(); }')
@@ -468,9 +502,13 @@ def test_shutdown_ends_the_kernel_process():
     running.execute("1")
     process = running.manager.provisioner.process
     started = time.monotonic()
-    running.client.shutdown()
-    process.wait(timeout=30)
+    msg_id = running.client.shutdown()
+    reply = running.client.get_control_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg_id and reply["msg_type"] == "shutdown_reply"
+    assert reply["content"]["status"] == "ok" and reply["content"]["restart"] is False, reply["content"]
+    status = process.wait(timeout=30)
     print(f"shutdown -> exit in {time.monotonic() - started:.2f}s")
+    assert status == 0, f"the kernel exited with status {status} after a shutdown_request"
     running.client.stop_channels()
     running.manager.cleanup_resources()
 

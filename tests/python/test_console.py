@@ -48,6 +48,26 @@ class Terminal:
             time.sleep(0.1)
         raise AssertionError(f"{pattern!r} never appeared; the screen was:\n{self.screen()}")
 
+    def ended(self):
+        """True once the command has exited (tmux then ends the session)."""
+        return subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True).returncode != 0
+
+    def quit_console(self, timeout=30):
+        """Ctrl-D, `y` to the console's exit question once it is asked, then waits
+        until the console has exited (it shuts its kernel down first). A teardown:
+        it never raises, so a test's own failure is what gets reported."""
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "C-d"], capture_output=True)
+        try:
+            self.wait_for(r"Do you really want to exit", timeout=timeout)
+        except AssertionError:
+            pass
+        else:
+            subprocess.run(["tmux", "send-keys", "-t", self.name, "y", "Enter"], capture_output=True)
+        deadline = time.monotonic() + timeout
+        while not self.ended() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.close()
+
     def close(self):
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
@@ -93,11 +113,7 @@ def test_console_continuation_completion_and_interrupt():
         terminal.wait_for(r"^Out\[6\]: 3")
         assert prompts(terminal.screen())[-1] == 7 or re.search(r"^In \[7\]:", terminal.screen(), re.M)
     finally:
-        terminal.keys("C-d")
-        time.sleep(0.5)
-        terminal.keys("y", "Enter")
-        time.sleep(1)
-        terminal.close()
+        terminal.quit_console()
 
 
 def test_a_console_attached_to_a_running_kernel_shares_iopub_with_the_other_client():

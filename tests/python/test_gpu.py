@@ -6,6 +6,7 @@ drivers) it shows the table, MIG devices and CUDA_VISIBLE_DEVICES, and
 import os
 import shutil
 import stat
+import time
 
 import pytest
 
@@ -72,8 +73,15 @@ def test_watch_updates_one_display(fake_gpu_kernel):
 
 
 def test_banner_names_the_gpu(fake_gpu_kernel):
-    fake_gpu_kernel.execute("1")  # by now the start-up probe has finished
-    banner = fake_gpu_kernel.client.kernel_info(reply=True, timeout=30)["content"]["banner"]
+    # The start-up probe runs in the background: ask until the banner carries its
+    # GPU line (a liveness bound; a kernel that never probes fails here).
+    deadline = time.monotonic() + 60
+    while True:
+        banner = fake_gpu_kernel.client.kernel_info(reply=True, timeout=30)["content"]["banner"]
+        if "(%gpu for details)" in banner:
+            break
+        assert time.monotonic() < deadline, f"the banner never named a GPU: {banner!r}"
+        time.sleep(0.1)
     assert banner.startswith("ferrolab ")
     if not os.path.isdir("/proc/driver/nvidia/gpus"):
         assert "GPUs: NVIDIA A100-SXM4-40GB, Tesla T4 (%gpu for details)" in banner

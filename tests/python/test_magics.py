@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +100,15 @@ def test_shell_streams_stderr_and_reports_exit_codes_without_failing(kernel):
     assert outcome.stream_text() == "out\n"
     assert "err\n" in outcome.stream_text("stderr")
     assert "exit code 3" in outcome.stream_text("stderr")
+
+
+def test_shell_cd_hints_at_percent_cd_and_moves_nothing(kernel, tmp_path):
+    kernel.execute(f"%cd -q {tmp_path}")
     assert "%cd" in kernel.execute("!cd /").stream_text("stderr")
+    # `!cd` runs in a child shell: the kernel, the next command and Rust stay put.
+    assert kernel.execute("%pwd").result_text() == f'"{tmp_path}"'
+    assert kernel.execute("!pwd").stream_text() == f"{tmp_path}\n"
+    assert kernel.execute("std::env::current_dir().unwrap()").result_text() == f'"{tmp_path}"'
 
 
 def test_capture_returns_lines(kernel):
@@ -113,10 +120,12 @@ def test_shell_stdin_gets_input_or_eof(kernel):
     asked = kernel.execute('!read name; echo "hello $name"', allow_stdin=True, answers=["ferris"])
     assert len(asked.inputs) == 1
     assert asked.stream_text() == "hello ferris\n"
-    started = time.monotonic()
-    closed = kernel.execute('!read name || echo "no input"', allow_stdin=False)
+    # Without a frontend's stdin the command reads end-of-file at once; were it
+    # left waiting, execute() would raise TimeoutError, and an input_request
+    # sent anyway would find no answer (answers=[]) and fail the test.
+    closed = kernel.execute('!read name || echo "no input"', allow_stdin=False, answers=[])
     assert closed.stream_text() == "no input\n"
-    assert time.monotonic() - started < TIMEOUT
+    assert closed.inputs == []
 
 
 def test_interrupting_a_shell_command_stops_its_whole_group(kernel, tmp_path):

@@ -33,14 +33,12 @@ def test_sigkill_of_the_runtime_mid_cell_names_lost_variables_and_recovers():
     running = Kernel()
     try:
         assert running.execute("let kept = vec![1, 2, 3];\nkept.len()").result_text() == "3"
-        msg_id = running.client.execute("std::thread::sleep(std::time::Duration::from_secs(30));")
-        deadline = time.monotonic() + 30
-        victims = []
-        while not victims and time.monotonic() < deadline:
-            victims = runtime_processes(running)
-            time.sleep(0.2)
+        msg_id = running.client.execute(
+            'println!("user code runs"); std::thread::sleep(std::time::Duration::from_secs(30));')
+        # The cell's first line on IOPub says its user code runs now.
+        wait_for_stream(running.client, msg_id, "user code runs")
+        victims = runtime_processes(running)
         assert victims, "no runtime process found"
-        time.sleep(2)  # the cell is running user code now
         for victim in victims:
             os.kill(victim.pid, signal.SIGKILL)
         reply = running.client.get_shell_msg(timeout=60)
@@ -51,6 +49,20 @@ def test_sigkill_of_the_runtime_mid_cell_names_lost_variables_and_recovers():
         assert running.execute("40 + 2").result_text() == "42"
     finally:
         running.shutdown()
+
+
+def wait_for_stream(client, msg_id, text, seconds=180):
+    """Reads IOPub until a stream message of `msg_id` contains `text` (a liveness bound)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert time.monotonic() < deadline, f"no output {text!r} from the cell"
+        try:
+            message = client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream"
+                and text in message["content"]["text"]):
+            return
 
 
 def session_dirs():
@@ -173,9 +185,11 @@ def test_a_client_that_disconnects_mid_cell_and_reconnects_sees_the_cell_go_on()
         msg_id = running.client.execute(
             "for i in 0..40 { println!(\"tick {i}\"); "
             "std::thread::sleep(std::time::Duration::from_millis(200)); }")
-        time.sleep(2)
+        # Disconnect once the client has seen the cell print (tick 0 is then
+        # behind us: a reconnected client must not see it again).
+        wait_for_stream(running.client, msg_id, "tick 0\n")
         running.client.stop_channels()  # the laptop goes to sleep
-        time.sleep(1)
+        time.sleep(1)  # the scenario, not a wait: away for a second while ticks go out
         again = running.manager.client(session=Session(key=running.manager.session.key))
         again.start_channels()
         texts = []
