@@ -28,6 +28,9 @@ pub struct Invocation {
     /// rustc's arguments, as given.
     pub args: Vec<String>,
     pub crate_name: String,
+    /// How statistics and listings name it: the crate name, or
+    /// `<package>:build` for a build script.
+    pub label: String,
     /// The source file compiled (the crate root).
     pub source: PathBuf,
     pub out_dir: PathBuf,
@@ -201,6 +204,7 @@ pub fn parse(argv: &[String], allowed_local: &[AllowedLocal]) -> Result<Invocati
     Ok(Invocation {
         compiler,
         args: args.to_vec(),
+        label: crate_name.clone(),
         crate_name,
         source,
         out_dir,

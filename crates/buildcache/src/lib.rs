@@ -26,6 +26,6 @@ pub mod store;
 pub mod wrapper;
 
 pub use invocation::AllowedLocal;
-pub use settings::{DEFAULT_MB, DIR_ENV, MB_ENV, Settings, WRAPPER_ENV};
+pub use settings::{DEFAULT_MB, DIR_ENV, MB_ENV, Settings, WRAPPER_ENV, cargo_env_for_this_binary};
 pub use store::{Cache, CacheError, EntryInfo, PruneReport, Stats};
 pub use wrapper::{WrapperConfig, session_tag};

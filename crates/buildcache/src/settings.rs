@@ -118,6 +118,15 @@ impl Settings {
     }
 }
 
+/// [`Settings::cargo_env`] for the running binary and this process's
+/// environment: what an embedding kernel passes to cargo.
+pub fn cargo_env_for_this_binary() -> Vec<(String, String)> {
+    match std::env::current_exe() {
+        Ok(exe) => Settings::from_env().cargo_env(&exe),
+        Err(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

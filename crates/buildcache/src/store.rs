@@ -422,7 +422,7 @@ impl Cache {
         }
         let manifest = Manifest {
             format: 1,
-            crate_name: invocation.crate_name.clone(),
+            crate_name: invocation.label.clone(),
             created_ms: events::now_ms(),
             compile_ms: result.compile_ms,
             files,
@@ -455,9 +455,12 @@ impl Cache {
         }
     }
 
-    /// Every published entry.
+    /// Every published entry, most recently used first.
     pub fn entries(&self) -> Vec<EntryInfo> {
-        let hits = events::hits_by_key(&self.events_path());
+        self.list_entries(events::hits_by_key(&self.events_path()))
+    }
+
+    fn list_entries(&self, hits: std::collections::HashMap<String, u64>) -> Vec<EntryInfo> {
         let Ok(listing) = fs::read_dir(self.entries_dir()) else {
             return Vec::new();
         };
@@ -516,7 +519,7 @@ impl Cache {
             .join("trash")
             .join(format!("events.{}", std::process::id()));
         let _ = events::compact(&self.events_path(), &self.totals_path(), &aside);
-        let mut entries = self.entries();
+        let mut entries = self.list_entries(Default::default());
         // Unreadable entries (damaged, or not entries at all) first, then
         // the least recently used.
         entries.sort_by_key(|e| (e.readable, e.last_used_ms));

@@ -128,9 +128,14 @@ pub fn wrap(
     else {
         return Outcome::PassThrough;
     };
-    let Ok(invocation) = invocation::parse(&args, &config.allowed_local) else {
+    let Ok(mut invocation) = invocation::parse(&args, &config.allowed_local) else {
         return Outcome::PassThrough;
     };
+    if invocation.crate_name == "build_script_build"
+        && let Some(package) = env.get("CARGO_PKG_NAME")
+    {
+        invocation.label = format!("{package}:build");
+    }
     let Ok(cache) = Cache::open(settings) else {
         return Outcome::PassThrough;
     };
@@ -154,7 +159,7 @@ pub fn wrap(
             .as_deref()
             .unwrap_or(&invocation.target_dir.to_string_lossy()),
     );
-    let crate_name = invocation.crate_name.as_str();
+    let crate_name = invocation.label.as_str();
     match cache.restore(&key.id, &invocation, &lookup) {
         Ok(restored) => {
             let _ = stdout.write_all(restored.stdout.as_bytes());

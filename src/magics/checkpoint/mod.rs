@@ -21,6 +21,7 @@ mod signature;
 pub mod state;
 mod trust;
 
+pub use runtime::piggyback;
 pub use state::{CheckpointState, Env};
 
 use super::args;
