@@ -3,6 +3,9 @@
 //!
 //! Threads are excluded: on Linux the table lists each thread as a child of
 //! its process, and signalling a thread id signals the whole process.
+//! [`reaper`] ends the process groups the kernel started when the kernel ends.
+
+pub mod reaper;
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 

@@ -3,7 +3,7 @@
 //! None of these need a Rust cell, so no evcxr compile is waited for.
 
 use bytes::Bytes;
-use ferrolab::protocol::{Codec, Message};
+use ferrolab::protocol::{Codec, Message, Signer};
 use serde_json::{Value, json};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -297,6 +297,66 @@ async fn malformed_request_content_gets_an_error_reply() {
     let reply = TestKernel::recv(&mut kernel.shell, &codec).await;
     assert_eq!(reply.content["status"], "error");
     assert_eq!(reply.content["ename"], "BadRequest");
+    kernel.shutdown().await;
+}
+
+/// `request` with one JSON frame (`part`: 0 header, 1 parent, 2 metadata,
+/// 3 content) replaced by JSON nested `depth` deep, and signed again.
+fn deeply_nested(key: &str, request: &Message, part: usize, depth: usize) -> Vec<Bytes> {
+    let mut frames = Codec::new(key).encode(request);
+    let delimiter = frames
+        .iter()
+        .position(|f| f.as_ref() == b"<IDS|MSG>")
+        .unwrap();
+    let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    frames[delimiter + 2 + part] = Bytes::from(deep);
+    let signed: Vec<&[u8]> = frames[delimiter + 2..delimiter + 6]
+        .iter()
+        .map(|f| f.as_ref())
+        .collect();
+    let signature = Signer::new(key).sign(&signed);
+    frames[delimiter + 1] = Bytes::from(signature);
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_nested_deeper_than_the_parser_allows_get_an_error_reply() {
+    let mut kernel = TestKernel::start("k").await;
+    let codec = kernel.codec();
+    let execute = kernel.request("execute_request", json!({}));
+    let frames = deeply_nested("k", &execute, 3, 10_000);
+    TestKernel::send(&mut kernel.shell, frames).await;
+    let reply = TestKernel::recv(&mut kernel.shell, &codec).await;
+    assert_eq!(reply.msg_type(), "execute_reply");
+    assert_eq!(reply.parent_msg_id(), Some(execute.header.msg_id.as_str()));
+    assert_eq!(reply.content["status"], "error");
+    assert_eq!(reply.content["ename"], "BadRequest");
+    assert!(
+        reply.content["execution_count"].is_u64(),
+        "{}",
+        reply.content
+    );
+    let evalue = reply.content["evalue"].as_str().unwrap();
+    assert!(evalue.contains("recursion limit"), "{evalue}");
+    let states: Vec<Value> = kernel
+        .iopub_until_idle(&execute.header.msg_id)
+        .await
+        .iter()
+        .map(|m| m.content["execution_state"].clone())
+        .collect();
+    assert_eq!(states, [json!("busy"), json!("idle")]);
+
+    let info = kernel.request("kernel_info_request", json!({}));
+    TestKernel::send(&mut kernel.control, deeply_nested("k", &info, 2, 10_000)).await;
+    let reply = TestKernel::recv(&mut kernel.control, &codec).await;
+    assert_eq!(reply.msg_type(), "kernel_info_reply");
+    assert_eq!(reply.content["status"], "error");
+    assert!(
+        reply.content["evalue"]
+            .as_str()
+            .unwrap()
+            .contains("metadata")
+    );
     kernel.shutdown().await;
 }
 

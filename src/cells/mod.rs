@@ -10,6 +10,7 @@
 mod completeness;
 pub mod help;
 mod lexer;
+mod python_lines;
 pub mod segments;
 
 use crate::engine::session_dir::SessionDir;
@@ -84,9 +85,14 @@ impl Router {
                 } else {
                     first_line
                 };
-                let outcome = self.engine.execute(&run, first_line, cell);
+                let mut outcome = self.engine.execute(&run, first_line, cell);
                 let succeeded = matches!(outcome, ExecuteOutcome::Ok { .. });
                 checkpoint::after_rust(checkpoints, &code, succeeded, prepended);
+                if let ExecuteOutcome::Error(error) = &mut outcome
+                    && error.ename == "CompileError"
+                {
+                    error.traceback.extend(python_lines::hints(&code));
+                }
                 outcome
             }
             Segment::LineMagic { name, args, .. } => match self.registry.find(Kind::Line, &name) {

@@ -12,6 +12,10 @@
 //!
 //! [`Link::sync`] is the output barrier: it returns once every byte the child
 //! produced before the call has been handed to IOPub.
+//!
+//! Backpressure: publishing waits while the kernel's output budget is spent,
+//! so the reader stops reading, the socket fills and the child's relay (then
+//! the user's `println!`) waits too. No lock is held while publishing.
 
 use crate::engine::link_frame::{self, FromChild, Notice, Order};
 use crate::engine::text::Utf8Stream;
@@ -105,7 +109,7 @@ impl Link {
 
     /// Publishes text on the current cell (for output that bypasses the relay).
     pub fn emit(&self, name: StreamName, text: &str) {
-        if let Some(cell) = lock(&self.shared.sink).as_ref() {
+        if let Some(cell) = current_cell(&self.shared) {
             cell.stream(name, text);
         }
     }
@@ -211,6 +215,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The cell output goes to now, taken out of the lock: publishing may wait
+/// for the output budget, and must not hold up whoever sets the next sink.
+fn current_cell(shared: &Shared) -> Option<CellContext> {
+    lock(&shared.sink).clone()
+}
+
 fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     let mut connection = 0u64;
     for stream in listener.incoming() {
@@ -280,7 +290,7 @@ fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>) {
         if text.is_empty() {
             return;
         }
-        match lock(&shared.sink).as_ref() {
+        match current_cell(&shared) {
             Some(cell) => cell.stream(name, text),
             // Before the first cell (engine start-up) there is no cell to show
             // it in; the log keeps it, e.g. why the runtime could not start.
@@ -330,7 +340,7 @@ fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>) {
                     display_id,
                     update,
                 } => {
-                    if let Some(cell) = lock(&shared.sink).as_ref() {
+                    if let Some(cell) = current_cell(&shared) {
                         match (update, display_id) {
                             (true, Some(id)) => cell.update_display(data, metadata, &id),
                             (_, id) => cell.display(data, metadata, id.as_deref()),
@@ -338,7 +348,7 @@ fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>) {
                     }
                 }
                 Notice::ClearOutput { wait } => {
-                    if let Some(cell) = lock(&shared.sink).as_ref() {
+                    if let Some(cell) = current_cell(&shared) {
                         cell.clear_output(wait);
                     }
                 }

@@ -8,17 +8,25 @@
 //! Invariants:
 //! - `execute` returns only after every byte of the cell's output was queued
 //!   for IOPub (the link's sync barrier);
-//! - an interrupt kills the runtime process only while user code runs; during
-//!   a build it stops cargo instead, and no variable is lost;
+//! - an interrupt kills the runtime process only once user code runs (the
+//!   [`run_gate`] decides, atomically, whether it came before); before that it
+//!   stops cargo and rustc, keeps stopping any the cell still starts, and the
+//!   cell's code never runs: no variable is lost;
+//! - a build that was stopped leaves nothing half-written behind for the next
+//!   cell (the session crate's incremental cache and objects are removed);
 //! - when the runtime dies, the error names the variables that were lost, and
-//!   the prelude is restored before the next cell.
+//!   the prelude is restored before the next cell;
+//! - every process group the engine or a shell command starts ends with the
+//!   kernel, however the kernel ends ([`crate::process_tree::reaper`]).
 
+pub mod build_cleanup;
 pub mod build_log;
 mod link;
 pub mod link_frame;
 mod prelude;
 pub mod relay;
 mod render;
+pub mod run_gate;
 pub mod session_dir;
 pub mod text;
 pub mod toolchain;
@@ -35,6 +43,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the process groups to end (SIGTERM, then
+/// SIGKILL after two seconds).
+const GROUPS_END_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Completion candidates with byte offsets into the code.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +98,19 @@ struct Shared {
     interrupt_requested: AtomicBool,
     executing: AtomicBool,
     progress: build_log::ProgressSink,
+    gate: run_gate::RunGate,
+    /// Set while an interrupt keeps the current cell's build stopped; the
+    /// worker drops it when the cell is done, which ends the stopping.
+    build_stopper: Mutex<Option<Sender<()>>>,
+    /// Whether any build process was killed during the current cell.
+    builds_killed: AtomicBool,
+    /// Whether the current cell's interrupt already killed the runtime.
+    runtime_killed: AtomicBool,
 }
+
+/// How often a stopped cell looks for new cargo/rustc processes to end
+/// (evcxr may start another build before it notices the first one died).
+const BUILD_STOP_SCAN: Duration = Duration::from_millis(20);
 
 impl Shared {
     /// Kills the runtime process group (user code and anything it spawned).
@@ -103,6 +126,43 @@ impl Shared {
         }
     }
 
+    /// Kills the runtime for the current cell's interrupt, at most once (a
+    /// second kill could hit the runtime evcxr started in its place).
+    fn kill_runtime_for_interrupt(&self) {
+        if !self.runtime_killed.swap(true, Ordering::SeqCst) {
+            self.kill_runtime();
+        }
+    }
+
+    /// Ends the current build and, until the cell is done, every cargo or
+    /// rustc it still starts (evcxr retries builds and runs `cargo check`).
+    fn stop_build(self: &Arc<Self>) {
+        self.kill_build();
+        let mut stopper = self.build_stopper.lock().unwrap_or_else(|p| p.into_inner());
+        if stopper.is_some() || !self.executing.load(Ordering::SeqCst) {
+            return;
+        }
+        let (keep_going, done) = crossbeam_channel::bounded::<()>(0);
+        *stopper = Some(keep_going);
+        drop(stopper);
+        let shared = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("ferrolab-build-stop".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    done.recv_timeout(BUILD_STOP_SCAN)
+                {
+                    match shared.upgrade() {
+                        Some(shared) => shared.kill_build(),
+                        None => break,
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            log::warn!("cannot keep the interrupted build stopped: {error}");
+        }
+    }
+
     fn runtime_pid(&self) -> Option<u32> {
         self.process
             .get()
@@ -114,7 +174,28 @@ impl Shared {
         let runtime = self.runtime_pid();
         for pid in worker::build_processes(runtime) {
             // SAFETY: plain kill(2) on a descendant of this process.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                self.builds_killed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Acts on an interrupt of the running cell.
+    fn interrupt(self: &Arc<Self>) {
+        self.interrupt_requested.store(true, Ordering::SeqCst);
+        if !self.executing.load(Ordering::SeqCst) {
+            return;
+        }
+        match self.gate.stop() {
+            run_gate::Verdict::Idle => {}
+            run_gate::Verdict::BeforeUserCode => self.stop_build(),
+            run_gate::Verdict::UserCode => {
+                // If the runtime has not reported the start yet, the run-start
+                // hook kills it when it does (it sees `kills_on_run`).
+                if self.link.user_code_running() {
+                    self.kill_runtime_for_interrupt();
+                }
+            }
         }
     }
 }
@@ -167,12 +248,24 @@ impl Engine {
                 return;
             }
         };
+        if let Err(error) = crate::process_tree::reaper::start() {
+            log::warn!("cannot start the process reaper: {error}");
+        }
+        let gate_dir = link
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
         let shared = Arc::new(Shared {
             link,
             process: OnceLock::new(),
             interrupt_requested: AtomicBool::new(false),
             executing: AtomicBool::new(false),
             progress: Arc::new(Mutex::new(None)),
+            gate: run_gate::RunGate::new(gate_dir),
+            build_stopper: Mutex::new(None),
+            builds_killed: AtomicBool::new(false),
+            runtime_killed: AtomicBool::new(false),
         });
         if let Err(error) = build_log::capture(shared.progress.clone()) {
             log::warn!("cannot capture cargo progress: {error}");
@@ -180,10 +273,10 @@ impl Engine {
         let hook_shared = Arc::downgrade(&shared);
         shared.link.on_run_start(Box::new(move || {
             if let Some(shared) = hook_shared.upgrade()
-                && shared.interrupt_requested.load(Ordering::SeqCst)
                 && shared.executing.load(Ordering::SeqCst)
+                && shared.gate.kills_on_run()
             {
-                shared.kill_runtime();
+                shared.kill_runtime_for_interrupt();
             }
         }));
         let (jobs, receiver) = crossbeam_channel::unbounded();
@@ -294,30 +387,25 @@ impl Engine {
         }
     }
 
-    /// Stops the running cell: the runtime if user code runs, else the build.
+    /// Stops the running cell: the runtime if user code runs, else the build
+    /// (and the cell's code will not run).
     pub fn interrupt(&self) {
-        let Some(shared) = self.shared.get() else {
-            return;
-        };
-        shared.interrupt_requested.store(true, Ordering::SeqCst);
-        if !shared.executing.load(Ordering::SeqCst) {
-            return;
-        }
-        if shared.link.user_code_running() {
-            shared.kill_runtime();
-        } else {
-            shared.kill_build();
+        if let Some(shared) = self.shared.get() {
+            shared.interrupt();
         }
     }
 
-    /// Kills the runtime and releases evcxr's temporary files.
+    /// Kills the build, the runtime and every process group started for the
+    /// session, and releases evcxr's temporary files.
     pub fn shutdown(&self) {
         let Some(shared) = self.shared.get() else {
+            crate::process_tree::reaper::end_all(GROUPS_END_TIMEOUT);
             return;
         };
-        shared.interrupt_requested.store(true, Ordering::SeqCst);
+        shared.interrupt();
         shared.kill_build();
         shared.kill_runtime();
+        crate::process_tree::reaper::end_all(GROUPS_END_TIMEOUT);
         let _ = self.jobs.get().map(|jobs| {
             let (done, finished) = crossbeam_channel::bounded(1);
             if jobs.send(Job::Shutdown { done }).is_ok() {

@@ -157,6 +157,22 @@ mod ferrolab {
     }
     pub(crate) use checkpoint_now;
 
+    /// ferrolab puts a call to this before the first statement of every cell:
+    /// if an interrupt claimed the cell's gate file first, the cell unwinds
+    /// here, before any statement of the user's ran (evcxr keeps every earlier
+    /// variable, as after a caught panic); otherwise the file marks the start.
+    #[doc(hidden)]
+    pub fn __gate(gate: &str) {
+        let opened = std::fs::OpenOptions::new().write(true).create_new(true).open(gate);
+        if let Err(error) = opened {
+            if error.kind() == std::io::ErrorKind::AlreadyExists
+                && std::fs::read(gate).is_ok_and(|mark| mark == b"interrupted")
+            {
+                std::panic::resume_unwind(Box::new("ferrolab: interrupted before the cell started"));
+            }
+        }
+    }
+
     #[doc(hidden)]
     pub fn __setup() {
         let main_thread = std::thread::current().id();

@@ -40,11 +40,14 @@ pub struct CompileReport {
 
 /// Renders compile errors the way rustc prints them, against `source` (the
 /// Rust code as the user wrote it). `first_line` is the cell line number of
-/// `source`'s first line (1 unless magics came before it).
+/// `source`'s first line (1 unless magics came before it). `inserted_line` is
+/// the line of a statement the engine put in before compiling (the run gate):
+/// evcxr's lines after it are one further down than the user's.
 pub fn compile_errors(
     errors: &[CompilationError],
     source: &str,
     first_line: usize,
+    inserted_line: Option<usize>,
 ) -> CompileReport {
     let lines: Vec<&str> = source.lines().collect();
     let mut traceback = Vec::new();
@@ -52,7 +55,7 @@ pub fn compile_errors(
         if index > 0 {
             traceback.push(String::new());
         }
-        render_one(error, &lines, first_line, &mut traceback);
+        render_one(error, &lines, first_line, inserted_line, &mut traceback);
     }
     let summary = errors
         .first()
@@ -71,7 +74,17 @@ pub fn compile_errors(
     CompileReport { summary, traceback }
 }
 
-fn render_one(error: &CompilationError, lines: &[&str], first_line: usize, out: &mut Vec<String>) {
+fn render_one(
+    error: &CompilationError,
+    lines: &[&str],
+    first_line: usize,
+    inserted_line: Option<usize>,
+    out: &mut Vec<String>,
+) {
+    let user_line = |line: usize| match inserted_line {
+        Some(inserted) if line > inserted => line - 1,
+        _ => line,
+    };
     let level = error.level();
     let color = if level == "warning" {
         YELLOW_BOLD
@@ -92,9 +105,9 @@ fn render_one(error: &CompilationError, lines: &[&str], first_line: usize, out: 
         .filter_map(|message| {
             message.span.map(|span| {
                 let span = SpanLines {
-                    start_line: span.start_line,
+                    start_line: user_line(span.start_line),
                     start_column: span.start_column,
-                    end_line: span.end_line,
+                    end_line: user_line(span.end_line),
                     end_column: span.end_column,
                 };
                 (span, message)

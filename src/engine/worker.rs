@@ -1,10 +1,13 @@
 //! The engine thread: owns evcxr's `CommandContext` and serves jobs in order.
 
-use super::{CompletionSet, Hover, Job, Shared, prelude, render, toolchain};
+use super::{
+    CompletionSet, Hover, Job, Shared, build_cleanup, prelude, render, run_gate, toolchain,
+};
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crossbeam_channel::Receiver;
 use evcxr::{CommandContext, EvalCallbacks, EvalContext, EvalOutputs};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,6 +22,8 @@ struct Worker {
     shared: Arc<Shared>,
     needs_prelude: bool,
     runtime_pid: Option<u32>,
+    /// The directory evcxr builds the session crate in.
+    crate_dir: Option<PathBuf>,
 }
 
 pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
@@ -132,18 +137,16 @@ impl Worker {
                 command.env("LD_LIBRARY_PATH", joined);
             }
         }
-        {
-            use std::os::unix::process::CommandExt;
-            // Its own process group: a SIGINT sent to the kernel's group (Ctrl-C
-            // in a terminal, signal-mode interrupts) never kills the runtime.
-            command.process_group(0);
-        }
+        // Its own process group: a SIGINT sent to the kernel's group (Ctrl-C
+        // in a terminal, signal-mode interrupts) never kills the runtime. It
+        // dies with the kernel, and the reaper ends its group then.
+        crate::process_tree::reaper::enroll(&mut command);
         let started = std::time::Instant::now();
         let (eval_context, outputs) = catch_unwind(AssertUnwindSafe(|| {
             EvalContext::with_subprocess_command(command)
         }))
         .map_err(|_| "evcxr panicked while starting".to_owned())?
-        .map_err(|error| format!("evcxr could not start: {error}"))?;
+        .map_err(|error| toolchain::explain_start_failure(&error.to_string()))?;
         log::info!(
             "evcxr context (with its warm-up compile) in {:.2?}",
             started.elapsed()
@@ -158,11 +161,17 @@ impl Worker {
         if let Err(error) = context.execute(":load_config --quiet") {
             log::warn!("evcxr configuration (evcxr.toml / init.evcxr) failed to load: {error}");
         }
+        let crate_dir = context
+            .execute(":last_compile_dir")
+            .ok()
+            .and_then(|outputs| outputs.content_by_mime_type.get("text/plain").cloned())
+            .map(|dir| PathBuf::from(dir.trim()));
         let mut worker = Worker {
             context,
             shared,
             needs_prelude: true,
             runtime_pid: None,
+            crate_dir,
         };
         let prelude_started = std::time::Instant::now();
         worker.prepare_runtime(None);
@@ -211,15 +220,69 @@ impl Worker {
         self.shared
             .interrupt_requested
             .store(false, Ordering::SeqCst);
+        self.shared.builds_killed.store(false, Ordering::SeqCst);
+        self.shared.runtime_killed.store(false, Ordering::SeqCst);
+        let gate = self.shared.gate.open();
         self.shared.executing.store(true, Ordering::SeqCst);
+        if cell.is_cancelled() {
+            // Interrupted while the cell waited for the engine.
+            self.shared.interrupt();
+        }
+
+        let outcome = self.run_cell(code, first_line, cell, &gate);
+
+        self.shared.executing.store(false, Ordering::SeqCst);
+        // Dropping the sender ends the thread that keeps a stopped build stopped.
+        *self
+            .shared
+            .build_stopper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.gate.close();
+        *self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        if self.shared.builds_killed.load(Ordering::SeqCst) {
+            self.clean_killed_build();
+        }
+        crate::process_tree::reaper::forget_ended();
+        outcome
+    }
+
+    /// Prepares the runtime, runs `code` behind its gate and says how it went.
+    fn run_cell(
+        &mut self,
+        code: &str,
+        first_line: usize,
+        cell: &CellContext,
+        gate: &Path,
+    ) -> ExecuteOutcome {
         self.prepare_runtime(Some(cell));
         let _ = self.shared.link.take_panic();
         let _ = self.shared.link.take_times();
         let before: Vec<(String, String)> = self.variables();
+        let clears = code.lines().any(|line| line.trim() == ":clear");
+        let guarded = match run_gate::guard(code, gate) {
+            Some(guarded) if !self.needs_prelude && !clears => Some(guarded),
+            unusable => {
+                // No Rust code, or no prelude to define the gate (`:clear`
+                // removes it before the code is built).
+                self.shared.gate.unguarded(unusable.is_some());
+                None
+            }
+        };
+        if self.shared.gate.stopped() {
+            return interrupted_before_run(&before, &before);
+        }
+        let to_run = guarded
+            .as_ref()
+            .map_or(code, |guarded| guarded.code.as_str());
 
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.context.execute_with_callbacks(
-                code,
+                to_run,
                 &mut EvalCallbacks {
                     input_reader: &|request| match cell.input(&request.prompt, request.is_password)
                     {
@@ -239,21 +302,45 @@ impl Worker {
         }));
 
         self.shared.link.sync(SYNC_TIMEOUT);
-        self.shared.executing.store(false, Ordering::SeqCst);
-        *self
-            .shared
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
         let interrupted =
             self.shared.interrupt_requested.load(Ordering::SeqCst) || cell.is_cancelled();
-        if code.lines().any(|line| line.trim() == ":clear") {
+        // An interrupt that claimed the gate: the cell's code did not run.
+        let stopped = self.shared.gate.stopped();
+        if clears {
             self.needs_prelude = true;
         }
+        let gate_line = guarded.map(|guarded| guarded.gate_line);
         match result {
             Err(panic) => internal_error(&panic),
+            Ok(Ok(_)) if stopped => interrupted_before_run(&before, &self.variables()),
+            Ok(Ok(_)) if self.shared.runtime_killed.load(Ordering::SeqCst) => {
+                // The interrupt killed the runtime as the cell finished, before
+                // evcxr noticed: restart it now, not in the middle of the next cell.
+                let lost = self.variables();
+                if let Err(error) = self.context.execute(":restart") {
+                    log::warn!("could not restart the Rust runtime: {error}");
+                }
+                lost_runtime("", true, &lost)
+            }
             Ok(Ok(outputs)) => self.success(outputs, cell),
-            Ok(Err(error)) => self.failure(error, code, first_line, interrupted, &before),
+            Ok(Err(evcxr::Error::SubprocessTerminated(detail))) => {
+                lost_runtime(&detail, interrupted && !stopped, &before)
+            }
+            Ok(Err(_)) if interrupted => interrupted_before_run(&before, &self.variables()),
+            Ok(Err(error)) => self.failure(error, code, first_line, gate_line),
+        }
+    }
+
+    /// A build killed part-way can leave the session crate's incremental
+    /// cache and objects half-written, and the next cells would then fail to
+    /// link (rustc reuses what it finds). Removes them: the next cell builds
+    /// the crate from scratch (dependencies are kept).
+    fn clean_killed_build(&self) {
+        let Some(crate_dir) = &self.crate_dir else {
+            return;
+        };
+        for removed in build_cleanup::remove_session_crate_artifacts(crate_dir) {
+            log::info!("removed {} left by a stopped build", removed.display());
         }
     }
 
@@ -300,16 +387,12 @@ impl Worker {
         error: evcxr::Error,
         code: &str,
         first_line: usize,
-        interrupted: bool,
-        before: &[(String, String)],
+        gate_line: Option<usize>,
     ) -> ExecuteOutcome {
         match error {
-            evcxr::Error::CompilationErrors(errors) if !interrupted => {
-                let report = render::compile_errors(&errors, code, first_line);
+            evcxr::Error::CompilationErrors(errors) => {
+                let report = render::compile_errors(&errors, code, first_line, gate_line);
                 ExecuteOutcome::error("CompileError", report.summary, report.traceback)
-            }
-            evcxr::Error::SubprocessTerminated(detail) => {
-                lost_runtime(&detail, interrupted, before)
             }
             evcxr::Error::TypeRedefinedVariablesLost(names) => {
                 let list = names.join(", ");
@@ -321,13 +404,6 @@ impl Worker {
                     )],
                 )
             }
-            _ if interrupted => ExecuteOutcome::error(
-                "Interrupted",
-                "the cell was interrupted while it was being compiled; no variables were lost",
-                vec![format!(
-                    "{RED}Interrupted{RESET}: compilation stopped before the cell ran. No variables were lost."
-                )],
-            ),
             other => {
                 let text = other.to_string();
                 let first = text.lines().next().unwrap_or("evcxr error").to_owned();
@@ -376,6 +452,44 @@ impl Worker {
         }
         Some(Hover { plain, html })
     }
+}
+
+/// An interrupt stopped the cell before any of its code ran. `after` differs
+/// from `before` only by variables the cell takes ownership of (moved into
+/// its code), which went with it.
+fn interrupted_before_run(
+    before: &[(String, String)],
+    after: &[(String, String)],
+) -> ExecuteOutcome {
+    let gone: Vec<&str> = before
+        .iter()
+        .filter(|(name, _)| !after.iter().any(|(kept, _)| kept == name))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let (evalue, detail) = if gone.is_empty() {
+        (
+            "the cell was interrupted before its code ran; no variables were lost".to_owned(),
+            "No variables were lost.".to_owned(),
+        )
+    } else {
+        let list = gone.join(", ");
+        (
+            format!(
+                "the cell was interrupted before its code ran; it had taken ownership of {list}, which were dropped"
+            ),
+            format!(
+                "Every other variable is kept. The cell takes ownership of {list} (moves them), so they were dropped with it; define them again."
+            ),
+        )
+    };
+    ExecuteOutcome::error(
+        "Interrupted",
+        evalue,
+        vec![
+            format!("{RED}Interrupted{RESET}: the cell was stopped before its code ran."),
+            detail,
+        ],
+    )
 }
 
 /// The runtime process ended: say why, and which variables went with it.
@@ -465,13 +579,17 @@ fn forward_lines(lines: Receiver<String>, shared: Arc<Shared>, name: StreamName)
 }
 
 /// Descendants of this process (cargo, rustc, linkers), except the runtime
-/// process and what it started.
+/// process and what it started, and the process reaper.
 pub(super) fn build_processes(runtime: Option<u32>) -> Vec<u32> {
     let mut system = System::new();
+    let reaper = crate::process_tree::reaper::pid();
     crate::process_tree::descendants(
         &mut system,
         std::process::id(),
         runtime,
         ProcessRefreshKind::nothing(),
     )
+    .into_iter()
+    .filter(|pid| Some(*pid) != reaper)
+    .collect()
 }

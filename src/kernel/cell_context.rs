@@ -4,20 +4,26 @@
 //! parent; input goes through the stdin channel when the frontend allowed it.
 //! Cloneable and `Send`, so helper threads (an output relay, a shell command's
 //! reader) can publish for the cell that started them.
+//!
+//! Output calls (`stream`, `display`, …) wait while the kernel's output budget
+//! is spent (see `output_budget`): that is how a flood slows its producer
+//! instead of growing the kernel. Call them from blocking threads only. Once
+//! the cell is interrupted they no longer wait: output that finds no room is
+//! dropped and counted ([`CellContext::dropped_output`]) for a note.
 
 use crate::kernel::history::History;
 use crate::kernel::iopub::Publisher;
 use crate::kernel::stdin::InputCall;
+use crate::kernel::transport::Mailbox;
 use crate::protocol::Message;
 use crate::protocol::content::{
     self, ClearOutput, DisplayData, HistoryRequest, InputRequest, MimeBundle,
 };
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The two output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +55,7 @@ pub enum InputError {
 /// Where `input_request`s go for the current cell.
 #[derive(Clone)]
 pub struct StdinRoute {
-    pub calls: mpsc::UnboundedSender<InputCall>,
+    pub calls: Mailbox<InputCall>,
     pub identities: Vec<Bytes>,
 }
 
@@ -64,6 +70,8 @@ struct Inner {
     cancelled: Arc<AtomicBool>,
     execution_count: u64,
     silent: bool,
+    /// Bytes of output dropped after an interrupt.
+    dropped: AtomicUsize,
 }
 
 /// The running cell's handle on IOPub, stdin and cancellation.
@@ -91,6 +99,7 @@ impl CellContext {
                 cancelled,
                 execution_count,
                 silent,
+                dropped: AtomicUsize::new(0),
             }),
         }
     }
@@ -109,9 +118,35 @@ impl CellContext {
     }
 
     pub fn stream(&self, name: StreamName, text: &str) {
-        self.inner
+        let queued = self
+            .inner
             .publisher
-            .stream(&self.inner.parent, name.as_str(), text);
+            .stream(&self.inner.parent, name.as_str(), text, || {
+                self.is_cancelled()
+            });
+        if !queued {
+            self.count_dropped(text.len());
+        }
+    }
+
+    /// Bytes of output dropped because the cell was interrupted while output
+    /// was still waiting for the client.
+    pub fn dropped_output(&self) -> usize {
+        self.inner.dropped.load(Ordering::SeqCst)
+    }
+
+    fn count_dropped(&self, bytes: usize) {
+        self.inner.dropped.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn publish_output(&self, msg_type: &str, content: Value) {
+        let publisher = &self.inner.publisher;
+        let queued = publisher.publish_output(msg_type, content, &self.inner.parent, || {
+            self.is_cancelled()
+        });
+        if let Err(bytes) = queued {
+            self.count_dropped(bytes);
+        }
     }
 
     /// Publishes `display_data`; a `display_id` makes it updatable.
@@ -126,11 +161,7 @@ impl CellContext {
             metadata,
             transient: transient(display_id),
         };
-        self.inner.publisher.publish(
-            "display_data",
-            content::to_value(&content),
-            &self.inner.parent,
-        );
+        self.publish_output("display_data", content::to_value(&content));
     }
 
     /// Replaces an earlier display with the same id.
@@ -140,19 +171,11 @@ impl CellContext {
             metadata,
             transient: transient(Some(display_id)),
         };
-        self.inner.publisher.publish(
-            "update_display_data",
-            content::to_value(&content),
-            &self.inner.parent,
-        );
+        self.publish_output("update_display_data", content::to_value(&content));
     }
 
     pub fn clear_output(&self, wait: bool) {
-        self.inner.publisher.publish(
-            "clear_output",
-            content::to_value(&ClearOutput { wait }),
-            &self.inner.parent,
-        );
+        self.publish_output("clear_output", content::to_value(&ClearOutput { wait }));
     }
 
     /// Blocks until everything published so far has been sent.
@@ -196,13 +219,12 @@ impl CellContext {
         );
         request.identities = route.identities.clone();
         let (reply_tx, reply_rx) = std::sync::mpsc::channel();
-        route
-            .calls
-            .send(InputCall {
-                request,
-                reply: reply_tx,
-            })
-            .map_err(|_| InputError::Disconnected)?;
+        if !route.calls.send(InputCall {
+            request,
+            reply: reply_tx,
+        }) {
+            return Err(InputError::Disconnected);
+        }
         loop {
             match reply_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(value) => return Ok(value),

@@ -4,19 +4,19 @@
 use crate::kernel::info;
 use crate::kernel::interpreter::Interpreter;
 use crate::kernel::iopub::Publisher;
-use crate::kernel::shell::{CurrentCancel, send_routed};
+use crate::kernel::requests::{Replies, malformed_reply, send_routed};
+use crate::kernel::shell::CurrentCancel;
 use crate::kernel::usage::UsageProbe;
 use crate::protocol::content::{self, InterruptReply, ShutdownReply, ShutdownRequest};
 use crate::protocol::{Codec, Message};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
-use zeromq::RouterSendHalf;
 
 pub struct ControlSession {
     pub interpreter: Arc<dyn Interpreter>,
     pub publisher: Publisher,
-    pub replies: RouterSendHalf,
+    pub replies: Replies,
     pub codec: Codec,
     pub current_cancel: CurrentCancel,
     pub shutdown: Option<oneshot::Sender<bool>>,
@@ -28,13 +28,20 @@ impl ControlSession {
         while let Some(request) = queue.recv().await {
             let parent = request.raw_header.clone();
             self.publisher.status("busy", &parent);
+            if request.malformed.is_some() {
+                if let Some(reply) = malformed_reply(&request) {
+                    self.reply(&request, reply).await;
+                }
+                self.publisher.status("idle", &parent);
+                continue;
+            }
             match request.msg_type() {
                 "kernel_info_request" => {
                     let reply = info::kernel_info(self.interpreter.as_ref());
                     self.reply(&request, reply).await;
                 }
                 "interrupt_request" => {
-                    interrupt(&self.interpreter, &self.current_cancel).await;
+                    interrupt(&self.interpreter, &self.current_cancel, &self.publisher).await;
                     let reply = content::to_value(&InterruptReply { status: "ok" });
                     self.reply(&request, reply).await;
                 }
@@ -73,17 +80,24 @@ impl ControlSession {
 
     async fn reply(&mut self, request: &Message, content: serde_json::Value) {
         let message = request.reply(self.publisher.session(), content);
-        send_routed(&mut self.replies, &self.codec, message).await;
+        send_routed(&self.replies, &self.codec, message);
     }
 }
 
 /// Marks the running cell cancelled and asks the interpreter to stop it. Used
-/// for interrupt_request and for SIGINT alike.
-pub async fn interrupt(interpreter: &Arc<dyn Interpreter>, current_cancel: &CurrentCancel) {
+/// for interrupt_request and for SIGINT alike. Producers of the cell's output
+/// that wait for the client stop waiting (their output is dropped, with a
+/// note), so the interrupt is not stuck behind a flood.
+pub async fn interrupt(
+    interpreter: &Arc<dyn Interpreter>,
+    current_cancel: &CurrentCancel,
+    publisher: &Publisher,
+) {
     current_cancel
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .store(true, Ordering::SeqCst);
+    publisher.interrupted();
     let interpreter = interpreter.clone();
     let _ = tokio::task::spawn_blocking(move || interpreter.interrupt()).await;
 }

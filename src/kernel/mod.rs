@@ -1,11 +1,13 @@
 //! Sockets and the session: everything between the wire and the interpreter.
 //!
-//! One task per channel: a reader per ROUTER socket feeding the shell and
-//! control sessions, the IOPub publisher, the stdin router and the heartbeat.
+//! Each libzmq socket is owned by one thread (`transport`): the shell and
+//! control threads verify requests and queue them for their sessions, which
+//! run as tokio tasks; the IOPub, stdin and heartbeat threads do their whole
+//! job themselves.
 //! `starting` is published once; `kernel_info` is answered immediately while the
 //! interpreter warms up in the background. SIGINT means "interrupt" and never
 //! ends the process; a `shutdown_request` replies, stops the interpreter's
-//! children and exits.
+//! children and exits; SIGTERM does the same without a reply.
 //!
 //! This layer knows nothing about Rust or magics: it talks to an
 //! [`Interpreter`] and hands each cell a [`CellContext`].
@@ -18,33 +20,49 @@ pub mod history;
 mod info;
 pub mod interpreter;
 mod iopub;
+pub mod output_budget;
+mod requests;
 mod shell;
 mod sockets;
 mod stdin;
 pub mod stream_batch;
+pub mod transport;
 mod usage;
 
 pub use cell_context::{CellContext, InputError, StreamName};
 pub use interpreter::{Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity};
 
-use crate::protocol::{Codec, ConnectionInfo, Message};
+use crate::protocol::{Codec, ConnectionInfo};
 use history::History;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use zeromq::{RouterRecvHalf, SocketRecv};
+use tokio::sync::oneshot;
+use transport::SocketThreads;
 
 /// Serves the kernel described by `connection_file` until a shutdown request.
 pub fn serve(connection_file: &Path, interpreter: Arc<dyn Interpreter>) -> anyhow::Result<()> {
     let info = ConnectionInfo::from_file(connection_file)?;
+    let limit = transport::max_message_bytes();
+    let sockets = sockets::bind_all(&info, limit)?;
+    log::info!(
+        "listening on {} (transport {:?}, messages up to {limit} bytes)",
+        info.endpoint(info.shell_port),
+        info.transport
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ferrolab-io")
         .enable_all()
         .build()?;
-    let restart = runtime.block_on(serve_async(info, interpreter.clone()))?;
+    let mut threads = SocketThreads::default();
+    let restart = runtime.block_on(async {
+        tokio::select! {
+            served = serve_async(info, sockets, limit, &mut threads, interpreter.clone()) => served,
+            () = terminated() => Ok(false),
+        }
+    })?;
     log::info!("shutting down (restart requested: {restart})");
     let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -54,33 +72,51 @@ pub fn serve(connection_file: &Path, interpreter: Arc<dyn Interpreter>) -> anyho
     // Children get a bounded time to go; the process exits either way.
     let _ = stopped_rx.recv_timeout(Duration::from_secs(3));
     runtime.shutdown_timeout(Duration::from_millis(200));
+    // Last: the shutdown reply and the final idle still leave.
+    threads.close();
     Ok(())
+}
+
+/// Resolves on SIGTERM: the kernel then shuts down as for a shutdown_request
+/// (children and process groups ended), without a reply to send.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut sigterm) => {
+            sigterm.recv().await;
+            log::info!("SIGTERM: shutting down");
+        }
+        Err(_) => std::future::pending().await,
+    }
 }
 
 async fn serve_async(
     info: ConnectionInfo,
+    sockets: sockets::Sockets,
+    limit: usize,
+    threads: &mut SocketThreads,
     interpreter: Arc<dyn Interpreter>,
 ) -> anyhow::Result<bool> {
     let codec = Codec::new(&info.key);
     let session: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let sockets = sockets::bind_all(&info).await?;
-    log::info!(
-        "listening on {} (transport {:?})",
-        info.endpoint(info.shell_port),
-        info.transport
-    );
 
-    let publisher = iopub::Publisher::spawn(sockets.iopub, codec.clone(), session.clone());
+    let publisher = iopub::Publisher::spawn(
+        threads,
+        sockets.iopub,
+        limit,
+        codec.clone(),
+        session.clone(),
+    )?;
     publisher.status("starting", &serde_json::json!({}));
-    heartbeat::spawn(sockets.heartbeat);
-    let stdin_calls = stdin::spawn(sockets.stdin, codec.clone());
+    heartbeat::spawn(threads, sockets.heartbeat, limit)?;
+    let stdin_calls = stdin::spawn(threads, sockets.stdin, limit, codec.clone())?;
     interpreter.start();
 
     let current_cancel = Arc::new(Mutex::new(Arc::new(AtomicBool::new(false))));
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
 
-    let (shell_replies, shell_requests) = sockets.shell.split();
-    let shell_queue = spawn_reader("shell", shell_requests, codec.clone());
+    let (shell_queue, shell_replies) =
+        requests::spawn(threads, "shell", sockets.shell, limit, codec.clone())?;
     let shell = shell::ShellSession {
         interpreter: interpreter.clone(),
         publisher: publisher.clone(),
@@ -93,8 +129,8 @@ async fn serve_async(
     };
     tokio::spawn(shell.run(shell_queue));
 
-    let (control_replies, control_requests) = sockets.control.split();
-    let control_queue = spawn_reader("control", control_requests, codec.clone());
+    let (control_queue, control_replies) =
+        requests::spawn(threads, "control", sockets.control, limit, codec.clone())?;
     let control = control::ControlSession {
         interpreter: interpreter.clone(),
         publisher: publisher.clone(),
@@ -106,52 +142,21 @@ async fn serve_async(
     };
     tokio::spawn(control.run(control_queue));
 
-    spawn_sigint_handler(interpreter, current_cancel)?;
+    spawn_sigint_handler(interpreter, current_cancel, publisher)?;
     Ok(shutdown_rx.await.unwrap_or(false))
-}
-
-/// Reads one ROUTER socket, verifies each message and queues it in order.
-/// Refused messages are logged with the reason (never the key) and dropped.
-fn spawn_reader(
-    channel: &'static str,
-    mut socket: RouterRecvHalf,
-    codec: Codec,
-) -> mpsc::UnboundedReceiver<Message> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut drops = drop_log::DropLog::new(channel);
-        loop {
-            let frames = match socket.recv().await {
-                Ok(message) => message.into_vec(),
-                Err(error) => {
-                    log::debug!("{channel}: receive failed: {error}");
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            };
-            match codec.decode(frames) {
-                Ok(message) => {
-                    if tx.send(message).is_err() {
-                        break;
-                    }
-                }
-                Err(error) => drops.warn(&error),
-            }
-        }
-    });
-    rx
 }
 
 fn spawn_sigint_handler(
     interpreter: Arc<dyn Interpreter>,
     current_cancel: shell::CurrentCancel,
+    publisher: iopub::Publisher,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
         while sigint.recv().await.is_some() {
             log::info!("SIGINT: interrupting the running cell");
-            control::interrupt(&interpreter, &current_cancel).await;
+            control::interrupt(&interpreter, &current_cancel, &publisher).await;
         }
     });
     Ok(())

@@ -5,13 +5,17 @@
 //! the interpreter run the cell on a blocking thread, publishes the result or
 //! the single `error` output, replies, and only then goes idle. After a failed
 //! cell with `stop_on_error`, the execute requests that had already arrived are
-//! answered `aborted` without running; other requests keep their place.
+//! answered `aborted` without running; other requests keep their place. A
+//! request whose body could not be parsed is answered with a `BadRequest`
+//! error (busy, reply, idle) like any other bad request.
 
 use crate::kernel::cell_context::SharedHistory;
 use crate::kernel::cell_context::StdinRoute;
 use crate::kernel::interpreter::{Completeness, ExecuteOutcome, Interpreter};
 use crate::kernel::iopub::Publisher;
+use crate::kernel::requests::{Replies, malformed_reply, send_routed};
 use crate::kernel::stdin::InputCall;
+use crate::kernel::transport::Mailbox;
 use crate::kernel::{CellContext, info};
 use crate::protocol::content::{
     self, CommClose, CommInfoReply, CommOpen, CompleteReply, CompleteRequest, ErrorInfo,
@@ -25,7 +29,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
-use zeromq::{RouterSendHalf, SocketSend, ZmqMessage};
 
 /// The cancel flag of the cell that runs now; the control channel sets it.
 pub type CurrentCancel = Arc<Mutex<Arc<AtomicBool>>>;
@@ -33,9 +36,9 @@ pub type CurrentCancel = Arc<Mutex<Arc<AtomicBool>>>;
 pub struct ShellSession {
     pub interpreter: Arc<dyn Interpreter>,
     pub publisher: Publisher,
-    pub replies: RouterSendHalf,
+    pub replies: Replies,
     pub codec: Codec,
-    pub stdin: mpsc::UnboundedSender<InputCall>,
+    pub stdin: Mailbox<InputCall>,
     pub current_cancel: CurrentCancel,
     pub history: SharedHistory,
     pub execution_count: u64,
@@ -71,6 +74,16 @@ impl ShellSession {
         let parent = request.raw_header.clone();
         self.publisher.status("busy", &parent);
         let mut abort_queued = false;
+        if request.malformed.is_some() {
+            if let Some(mut reply) = malformed_reply(&request) {
+                if request.msg_type() == "execute_request" {
+                    reply["execution_count"] = json!(self.execution_count);
+                }
+                self.reply(&request, reply).await;
+            }
+            self.publisher.status("idle", &parent);
+            return false;
+        }
         match request.msg_type() {
             "execute_request" => abort_queued = self.execute(&request).await,
             "kernel_info_request" => {
@@ -219,7 +232,8 @@ impl ShellSession {
         );
         let interpreter = self.interpreter.clone();
         let code = execute.code.clone();
-        tokio::task::spawn_blocking(move || interpreter.execute(&code, &cell))
+        let running = cell.clone();
+        let outcome = tokio::task::spawn_blocking(move || interpreter.execute(&code, &running))
             .await
             .unwrap_or_else(|error| {
                 log::error!("shell: the interpreter panicked: {error}");
@@ -228,7 +242,19 @@ impl ShellSession {
                     "ferrolab hit an internal error while running this cell; the kernel is still running",
                     vec![format!("InternalError: {error}")],
                 )
-            })
+            });
+        let dropped = cell.dropped_output();
+        if dropped > 0 {
+            let note = format!(
+                "[ferrolab: the cell was interrupted while its output waited for the client; {dropped} bytes of output were dropped]\n"
+            );
+            self.publisher.publish(
+                "stream",
+                json!({"name": "stderr", "text": note}),
+                &request.raw_header,
+            );
+        }
+        outcome
     }
 
     async fn abort(&mut self, request: &Message) {
@@ -378,7 +404,7 @@ impl ShellSession {
     }
 
     async fn send(&mut self, message: Message) {
-        send_routed(&mut self.replies, &self.codec, message).await;
+        send_routed(&self.replies, &self.codec, message);
     }
 }
 
@@ -386,20 +412,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Sends a reply through a ROUTER half, logging (not propagating) failures: a
-/// client that went away must not stop the kernel.
-pub async fn send_routed(socket: &mut RouterSendHalf, codec: &Codec, message: Message) {
-    let msg_type = message.header.msg_type.clone();
-    match ZmqMessage::try_from(codec.encode(&message)) {
-        Ok(frames) => {
-            if let Err(error) = socket.send(frames).await {
-                log::warn!("could not send {msg_type}: {error}");
-            }
-        }
-        Err(error) => log::warn!("could not frame {msg_type}: {error:?}"),
-    }
 }
 
 /// Rust expressions need a compile each; user_expressions are answered with a

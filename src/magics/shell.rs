@@ -17,7 +17,7 @@ use crate::engine::text::Utf8Stream;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crate::process_tree::group_alive;
 use std::io::{Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,8 +133,9 @@ pub fn run(
         .stdin(match input {
             Input::Nothing => Stdio::null(),
             _ => Stdio::piped(),
-        })
-        .process_group(0);
+        });
+    // Own process group; dies with the kernel, and the reaper ends the group.
+    crate::process_tree::reaper::enroll(&mut command);
     let mut child = command.spawn()?;
     let pid = child.id() as i32;
     slot.start(pid);
@@ -199,6 +200,13 @@ pub fn run(
     })
 }
 
+/// Captured stdout (`!!cmd`) kept at most; the rest is read and counted so the
+/// command is never blocked, and a note says how much was left out.
+const CAPTURE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Streams (or captures) one pipe. Streaming waits while the kernel's output
+/// budget is spent, so a command that writes faster than the client reads
+/// blocks on its pipe instead of growing the kernel.
 fn spawn_reader(
     mut pipe: impl Read + Send + 'static,
     cell: CellContext,
@@ -208,7 +216,7 @@ fn spawn_reader(
 ) {
     std::thread::spawn(move || {
         let mut decoder = Utf8Stream::default();
-        let mut captured = String::new();
+        let mut captured = Capture::default();
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             match pipe.read(&mut buffer) {
@@ -216,7 +224,7 @@ fn spawn_reader(
                 Ok(n) => {
                     let text = decoder.decode(&buffer[..n]);
                     if capture {
-                        captured.push_str(&text);
+                        captured.push(&text);
                     } else {
                         cell.stream(name, &text);
                     }
@@ -225,13 +233,47 @@ fn spawn_reader(
         }
         let rest = decoder.finish();
         if capture {
-            captured.push_str(&rest);
-            let _ = done.send(Some(captured));
+            captured.push(&rest);
+            let _ = done.send(Some(captured.finish()));
         } else {
             cell.stream(name, &rest);
             let _ = done.send(None);
         }
     });
+}
+
+/// Captured text, bounded by [`CAPTURE_LIMIT`].
+#[derive(Default)]
+struct Capture {
+    text: String,
+    dropped: usize,
+}
+
+impl Capture {
+    fn push(&mut self, text: &str) {
+        let room = CAPTURE_LIMIT.saturating_sub(self.text.len());
+        if text.len() <= room {
+            self.text.push_str(text);
+            return;
+        }
+        let mut cut = room;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.text.push_str(&text[..cut]);
+        self.dropped += text.len() - cut;
+    }
+
+    fn finish(mut self) -> String {
+        if self.dropped > 0 {
+            self.text.push_str(&format!(
+                "\n[ferrolab: output truncated: {} bytes beyond the first {} MiB were not captured]\n",
+                self.dropped,
+                CAPTURE_LIMIT >> 20
+            ));
+        }
+        self.text
+    }
 }
 
 /// Answers reads of the command's stdin with lines from the notebook.
@@ -334,6 +376,15 @@ pub fn line(call: &mut Call, command_text: &str, capture: bool) -> MagicResult {
             StreamName::Stderr,
             &format!("[`{command_text}`: {}]\n", describe(finished.status)),
         );
+        if first_word == "kaggle" && finished.status.code() == Some(127) {
+            let rest = command_text.trim_start()["kaggle".len()..].trim();
+            call.cell.stream(
+                StreamName::Stderr,
+                &format!(
+                    "note: there is no `kaggle` command here, and none is needed: ferrolab has it built in — `%kaggle {rest}`\n"
+                ),
+            );
+        }
     }
     if capture {
         let lines: Vec<&str> = finished.captured.lines().collect();
@@ -608,6 +659,24 @@ mod tests {
         assert_eq!(decode_hex_list("\"e29c93\"").unwrap(), vec!["✓".to_owned()]);
         assert!(decode_hex_list("\"zz\"").is_none());
         assert!(decode_hex_list("42").is_none());
+    }
+
+    #[test]
+    fn capture_keeps_the_limit_and_notes_what_it_left_out() {
+        let mut capture = Capture::default();
+        let line = "é".repeat(999) + "x"; // 1999 bytes: cuts fall inside a char
+        let pushes = CAPTURE_LIMIT / 1999 + 10;
+        for _ in 0..pushes {
+            capture.push(&line);
+        }
+        let text = capture.finish();
+        let (kept, note) = text.split_at(text.find("\n[ferrolab").unwrap());
+        assert!(kept.len() <= CAPTURE_LIMIT && kept.len() >= CAPTURE_LIMIT - 1);
+        let dropped = pushes * 1999 - kept.len();
+        assert!(
+            note.contains(&format!("output truncated: {dropped} bytes")),
+            "{note}"
+        );
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub struct Message {
     pub metadata: Value,
     pub content: Value,
     pub buffers: Vec<Bytes>,
+    /// Set on an incoming message whose signature and header are valid but
+    /// whose parent header, metadata or content could not be parsed (they are
+    /// then `{}`): why. The session answers such a request with an error reply.
+    pub malformed: Option<String>,
 }
 
 impl Message {
@@ -70,6 +74,7 @@ impl Message {
             metadata: Value::Object(Map::new()),
             content,
             buffers: Vec::new(),
+            malformed: None,
         }
     }
 
@@ -122,6 +127,7 @@ mod tests {
             metadata: json!({}),
             content: json!({}),
             buffers: vec![],
+            malformed: None,
         };
         let reply = request.reply("kernel-session", json!({"status": "ok"}));
         assert_eq!(reply.msg_type(), "kernel_info_reply");

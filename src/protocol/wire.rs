@@ -5,7 +5,10 @@
 //! ```
 //! Decoding checks the signature over the four raw JSON frames before parsing any
 //! of them, then records it in the replay guard; a message that fails either check
-//! is refused without being interpreted.
+//! is refused without being interpreted. A signed message whose header parses
+//! but whose other JSON frames do not (invalid, or nested deeper than the
+//! parser allows) is returned marked [`Message::malformed`], so the kernel can
+//! answer it with an error instead of leaving the client waiting.
 
 use crate::protocol::message::{Header, Message};
 use crate::protocol::signer::{ReplayGuard, SignatureError, Signer};
@@ -125,14 +128,25 @@ impl Codec {
             .check_and_record(&raw.signature)?;
         let raw_header = parse_json("header", &raw.header)?;
         let header: Header = Header::deserialize_lenient(&raw_header)?;
+        let mut malformed = None;
+        let mut body = |part: &'static str, bytes: &[u8]| {
+            parse_json(part, bytes).unwrap_or_else(|error| {
+                malformed.get_or_insert(error.to_string());
+                Value::Object(Default::default())
+            })
+        };
+        let parent_header = body("parent_header", &raw.parent_header);
+        let metadata = body("metadata", &raw.metadata);
+        let content = body("content", &raw.content);
         Ok(Message {
             identities: raw.identities,
             header,
             raw_header,
-            parent_header: parse_json("parent_header", &raw.parent_header)?,
-            metadata: parse_json("metadata", &raw.metadata)?,
-            content: parse_json("content", &raw.content)?,
+            parent_header,
+            metadata,
+            content,
             buffers: raw.buffers,
+            malformed,
         })
     }
 
@@ -321,6 +335,41 @@ mod tests {
             Codec::new("k").decode(frames),
             Err(DecodeError::BadJson { part: "header", .. })
         ));
+    }
+
+    fn signed(parts: [&[u8]; 4]) -> Vec<Bytes> {
+        let signature = Signer::new("k").sign(&parts);
+        let mut frames = vec![Bytes::from_static(DELIMITER), Bytes::from(signature)];
+        frames.extend(parts.iter().map(|part| Bytes::copy_from_slice(part)));
+        frames
+    }
+
+    #[test]
+    fn content_nested_deeper_than_the_parser_allows_is_marked_not_dropped() {
+        let header = br#"{"msg_id": "m", "msg_type": "execute_request"}"#;
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let message = Codec::new("k")
+            .decode(signed([header, b"{}", b"{}", deep.as_bytes()]))
+            .unwrap();
+        assert_eq!(message.msg_type(), "execute_request");
+        let reason = message.malformed.unwrap();
+        assert!(
+            reason.contains("content") && reason.contains("recursion limit"),
+            "{reason}"
+        );
+        assert_eq!(message.content, json!({}));
+    }
+
+    #[test]
+    fn invalid_metadata_is_marked_and_valid_messages_are_not() {
+        let header = br#"{"msg_id": "m", "msg_type": "kernel_info_request"}"#;
+        let codec = Codec::new("k");
+        let bad = codec
+            .decode(signed([header, b"{}", b"{oops", b"{}"]))
+            .unwrap();
+        assert!(bad.malformed.unwrap().starts_with("metadata"));
+        let good = codec.decode(signed([header, b"{}", b"{}", b"{}"])).unwrap();
+        assert_eq!(good.malformed, None);
     }
 
     #[test]

@@ -7,11 +7,20 @@ ferrolab ÷ peer from this same run. Benchmarks print figures; nothing here
 asserts a time.
 
 Usage: bench.py [--rounds N] [--json FILE] [--kernels ferrolab,evcxr,python3]
-                [--evcxr-binary PATH] [--dep-rounds N] [--dep SPEC]
+                [--evcxr-binary PATH] [--ferrolab-before PATH]
+                [--dep-rounds N] [--dep SPEC]
 
 The `:dep` rows build a crate in a first and then a second kernel, each pair
 with fresh cache directories: ferrolab (its build cache on, as shipped),
-evcxr_jupyter as shipped, and evcxr_jupyter with its own `:cache` switched on.
+evcxr_jupyter as shipped, and evcxr_jupyter with its own `:cache 2000` typed
+first. `--dep-rounds 0` skips them.
+
+`--ferrolab-before PATH` adds another ferrolab build (e.g. one of `main`) as a
+column, so a change is measured before and after in the same alternating run.
+
+`--soak MINUTES` instead runs one ferrolab kernel for that long through a mix of
+Rust cells, magics, shell commands, output floods (fast and slow client) and
+interrupts, and prints the kernel's RSS over time: it should stay flat.
 """
 
 import argparse
@@ -21,6 +30,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import date
 
@@ -48,8 +58,23 @@ PYTHON = {
     "!pwd": "!pwd",
     "%pwd": "%pwd",
 }
+# Output floods: a shell command and a print loop that write as fast as they can.
+RUST_FLOOD = {
+    "!yes": "!timeout 3 yes",
+    "print loop": 'let line = "x".repeat(99);\nfor _ in 0..1_000_000 { println!("{line}"); }',
+    "endless print": 'loop { println!("y"); }',
+}
+PYTHON_FLOOD = {
+    "!yes": "!timeout 3 yes",
+    "print loop": 'line = "x" * 99\nfor _ in range(1_000_000):\n    print(line)',
+    "endless print": 'while True:\n    print("y")',
+}
+FLOOD = {"ferrolab": RUST_FLOOD, "evcxr": {**RUST_FLOOD, "!yes": None}, "python3": PYTHON_FLOOD}
 CODE = {"ferrolab": RUST, "evcxr": {**RUST, "%pwd": None}, "python3": PYTHON}
-LABEL = {"ferrolab": "ferrolab", "evcxr": "evcxr_jupyter", "python3": "ipykernel"}
+LABEL = {"ferrolab": "ferrolab", "evcxr": "evcxr_jupyter", "python3": "ipykernel",
+         "ferrolab-before": "ferrolab before"}
+CODE["ferrolab-before"] = RUST
+FLOOD["ferrolab-before"] = RUST_FLOOD
 WARM_REPEATS = 5
 MAGIC_REPEATS = 50
 MEMORY_CELLS = 200
@@ -89,6 +114,118 @@ def rss_kib(pid):
     return None
 
 
+class PeakRss:
+    """Samples a process's RSS every 10 ms in a thread; `.peak` in KiB."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = rss_kib(pid) or 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_kib(self.pid) or 0)
+            self._stop.wait(0.01)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def flood(client, pid, code, slow_seconds=0.0, timeout=600):
+    """Runs an output flood; returns (MB/s of stream text delivered between the
+    first and the last stream message, peak kernel RSS above the start in MiB).
+    With `slow_seconds`, the client first reads one message per 10 ms for that
+    long (a slow frontend), then as fast as it can."""
+    before = rss_kib(pid) or 0
+    sampler = PeakRss(pid)
+    msg_id = client.execute(code)
+    start = time.perf_counter()
+    received = 0
+    first = last = None
+    replied = idle = False
+    quiet_since = None
+    # Done at the reply plus idle, or plus 5 s without IOPub traffic: a kernel
+    # whose IOPub drops messages under load (a PUB socket at its high-water
+    # mark) may never deliver the idle.
+    while not (replied and (idle or time.perf_counter() - quiet_since > 5)):
+        if time.perf_counter() - start > timeout:
+            raise RuntimeError(f"{code!r} did not finish within {timeout}s")
+        if not replied and client.shell_channel.msg_ready():
+            if client.get_shell_msg(timeout=timeout)["parent_header"].get("msg_id") == msg_id:
+                replied, quiet_since = True, time.perf_counter()
+        if not client.iopub_channel.msg_ready():
+            time.sleep(0.0005)
+            continue
+        message = client.get_iopub_msg(timeout=timeout)
+        quiet_since = time.perf_counter()
+        if slow_seconds and time.perf_counter() - start < slow_seconds:
+            time.sleep(0.01)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            received += len(message["content"]["text"].encode())
+            first = first or time.perf_counter()
+            last = time.perf_counter()
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            idle = True
+    end = last or time.perf_counter()
+    peak = sampler.stop()
+    rate = received / 1e6 / (end - first) if first and end > first else 0.0
+    return rate, max(0, peak - before) / 1024
+
+
+def interrupt_latency(manager, client, code, timeout=120):
+    """Seconds from an interrupt (as the frontend sends it) to the execute_reply
+    of a cell that floods output; the client keeps reading IOPub meanwhile."""
+    msg_id = client.execute(code)
+    streaming_since = None
+    while streaming_since is None or time.perf_counter() - streaming_since < 1.0:
+        message = client.get_iopub_msg(timeout=timeout)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            streaming_since = streaming_since or time.perf_counter()
+    start = time.perf_counter()
+    manager.interrupt_kernel()
+    answered = None
+    idle = False
+    quiet_since = time.perf_counter()
+    # Then drain to idle (or 5 s of quiet: see `flood`) so the next cell starts clean.
+    while answered is None or not (idle or time.perf_counter() - quiet_since > 5):
+        if time.perf_counter() - start > timeout:
+            raise RuntimeError(f"no reply to the interrupt of {code!r} within {timeout}s")
+        if answered is None and client.shell_channel.msg_ready():
+            reply = client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                answered = time.perf_counter() - start
+        if client.iopub_channel.msg_ready():
+            message = client.get_iopub_msg(timeout=timeout)
+            quiet_since = time.perf_counter()
+            if (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "status"
+                    and message["content"]["execution_state"] == "idle"):
+                idle = True
+        else:
+            time.sleep(0.0005)
+    return answered
+
+
+def kernel_info_rate(client, count=500):
+    """kernel_info requests answered per second when `count` are sent at once
+    (each also publishes busy and idle, which the client reads as they come)."""
+    start = time.perf_counter()
+    wanted = {client.kernel_info() for _ in range(count)}
+    while wanted:
+        while client.iopub_channel.msg_ready():
+            client.get_iopub_msg(timeout=30)
+        if client.shell_channel.msg_ready():
+            wanted.discard(client.get_shell_msg(timeout=30)["parent_header"].get("msg_id"))
+        else:
+            time.sleep(0.0002)
+    return count / (time.perf_counter() - start)
+
+
 def one_round(name, with_memory):
     code = CODE[name]
     figures = {}
@@ -96,11 +233,12 @@ def one_round(name, with_memory):
     manager, client = jupyter_client.manager.start_new_kernel(kernel_name=name, startup_timeout=300)
     figures["start → ready"] = time.perf_counter() - start
     info = []
-    for _ in range(20):
+    for _ in range(200):
         t = time.perf_counter()
         client.kernel_info(reply=True, timeout=30)
         info.append(time.perf_counter() - t)
-    figures["kernel_info round trip"] = statistics.median(info)
+    figures["kernel_info round trip (median of 200)"] = statistics.median(info)
+    figures["kernel_info requests/s (500 at once)"] = kernel_info_rate(client)
     figures["first cell after ready"] = execute(client, code["first"])[0]
     execute(client, code["define"])
     for row in ("warm a + 1", "warm vec + len", "warm fn + call"):
@@ -116,21 +254,85 @@ def one_round(name, with_memory):
             figures[f"{magic} (median of {MAGIC_REPEATS})"] = statistics.median(
                 execute(client, code[magic])[0] for _ in range(MAGIC_REPEATS)
             )
+    pid = manager.provisioner.process.pid
     if with_memory:
-        pid = manager.provisioner.process.pid
         figures["kernel RSS idle (MiB)"] = (rss_kib(pid) or 0) / 1024
         for _ in range(MEMORY_CELLS):
             execute(client, code["warm a + 1"])
         figures[f"kernel RSS after {MEMORY_CELLS} more cells (MiB)"] = (rss_kib(pid) or 0) / 1024
+    # Floods last: interrupting a Rust loop restarts the runtime (variables lost).
+    floods = FLOOD[name]
+    for row, label in (("!yes", "!timeout 3 yes"), ("print loop", "print 100 MB in a loop")):
+        if floods.get(row):
+            rate, peak = flood(client, pid, floods[row])
+            figures[f"{label}: MB/s delivered"] = rate
+            figures[f"{label}: peak kernel RSS above start (MiB)"] = peak
+    if floods.get("!yes"):
+        _, peak = flood(client, pid, "!timeout 2 yes", slow_seconds=4)
+        figures["!timeout 2 yes, slow client: peak kernel RSS above start (MiB)"] = peak
+    figures["interrupt an endless print → reply"] = interrupt_latency(manager, client, floods["endless print"])
+    if floods.get("!yes"):
+        figures["interrupt !yes → reply"] = interrupt_latency(manager, client, "!yes")
     client.stop_channels()
     manager.shutdown_kernel(now=False)
     return figures
 
 
-def kernelspecs(evcxr_binary):
-    """A private kernelspec directory holding the three kernels."""
+def soak(minutes):
+    """Mixed cells, floods and interrupts for `minutes`; kernel RSS over time."""
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name="ferrolab", startup_timeout=300)
+    pid = manager.provisioner.process.pid
+    execute(client, "let mut total = 0u64;\ntotal")
+    start = time.perf_counter()
+    samples = [(0.0, (rss_kib(pid) or 0) / 1024)]
+    counts = {"rust": 0, "magic": 0, "shell": 0, "flood": 0, "slow flood": 0, "interrupt": 0}
+    peak = samples[0][1]
+    round_number = 0
+    while time.perf_counter() - start < minutes * 60:
+        round_number += 1
+        try:
+            execute(client, f"total += {round_number};\ntotal")
+        except RuntimeError:  # `total` is gone after an interrupt restarted the runtime
+            execute(client, "let mut total = 0u64;\ntotal")
+        counts["rust"] += 1
+        for _ in range(10):
+            execute(client, "%pwd")
+            execute(client, f"!echo {round_number}")
+        counts["magic"] += 10
+        counts["shell"] += 10
+        _, flood_peak = flood(client, pid, "!timeout 1 yes")
+        counts["flood"] += 1
+        if round_number % 3 == 0:
+            _, flood_peak = flood(client, pid, "!timeout 1 yes", slow_seconds=2)
+            counts["slow flood"] += 1
+        if round_number % 2 == 0:
+            interrupt_latency(manager, client, 'loop { println!("y"); }' if round_number % 4 == 0 else "!yes")
+            counts["interrupt"] += 1
+        now = (rss_kib(pid) or 0) / 1024
+        peak = max(peak, now + flood_peak)
+        samples.append((time.perf_counter() - start, now))
+        print(f"  {samples[-1][0] / 60:5.1f} min: kernel RSS {now:.1f} MiB", file=sys.stderr)
+    client.stop_channels()
+    manager.shutdown_kernel(now=False)
+    first = [rss for t, rss in samples if t <= 300]
+    last = [rss for t, rss in samples if t >= samples[-1][0] - 300]
+    print(f"\nsoak, {date.today()}, {platform.node()} ({os.cpu_count()} CPUs): {minutes} min, "
+          f"{round_number} rounds, {counts}")
+    print(f"kernel RSS: start {samples[0][1]:.1f} MiB, first 5 min median {statistics.median(first):.1f} MiB, "
+          f"last 5 min median {statistics.median(last):.1f} MiB, highest after a round {max(r for _, r in samples):.1f} "
+          f"MiB, highest during a flood about {peak:.1f} MiB")
+
+
+def kernelspecs(evcxr_binary, ferrolab_before=None):
+    """A private kernelspec directory holding the peer kernels."""
     directory = tempfile.mkdtemp(prefix="ferrolab-bench-")
     specs = {
+        "ferrolab-before": {
+            "argv": [ferrolab_before or "ferrolab", "kernel", "--connection-file", "{connection_file}"],
+            "display_name": "Rust (ferrolab, before)",
+            "language": "rust",
+            "interrupt_mode": "message",
+        },
         "evcxr": {
             "argv": [evcxr_binary, "--control_file", "{connection_file}"],
             "display_name": "Rust (evcxr_jupyter)",
@@ -151,9 +353,9 @@ def kernelspecs(evcxr_binary):
 
 
 def fmt(value, figure):
-    if "MiB" in figure:
+    if "MiB" in figure or "MB/s" in figure:
         return f"{value:.1f}"
-    if "messages" in figure:
+    if "messages" in figure or "/s" in figure:
         return f"{value:.0f}"
     return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.2f} s"
 
@@ -173,7 +375,7 @@ DEP_VARIANTS = {
     # label: (kernel name, cell run before the timed one)
     "ferrolab": ("ferrolab", None),
     "evcxr_jupyter": ("evcxr", None),
-    "evcxr_jupyter + :cache 4096": ("evcxr", ":cache 4096"),
+    "evcxr_jupyter + :cache 2000": ("evcxr", ":cache 2000"),
 }
 
 
@@ -245,13 +447,22 @@ def main():
     parser.add_argument("--evcxr-binary", help="evcxr_jupyter to compare with (./kernel bench installs one)")
     parser.add_argument("--dep-rounds", type=int, default=1, help="rounds of the :dep rows (0 skips them)")
     parser.add_argument("--dep", default='regex = "1"', help="the crate the :dep rows build")
+    parser.add_argument("--ferrolab-before", metavar="PATH",
+                        help="another ferrolab binary to compare with (adds a 'ferrolab before' column)")
+    parser.add_argument("--soak", type=float, metavar="MINUTES",
+                        help="run the soak (mixed cells, floods, interrupts) instead of the comparison")
     args = parser.parse_args()
+    if args.soak:
+        soak(args.soak)
+        return
 
     wanted = args.kernels.split(",")
+    if args.ferrolab_before and "ferrolab-before" not in wanted:
+        wanted.insert(1, "ferrolab-before")
     if "evcxr" in wanted and not (args.evcxr_binary and os.access(args.evcxr_binary, os.X_OK)):
         print("note: evcxr_jupyter is not available, so its column is skipped")
         wanted.remove("evcxr")
-    extra = kernelspecs(args.evcxr_binary or "evcxr_jupyter")
+    extra = kernelspecs(args.evcxr_binary or "evcxr_jupyter", args.ferrolab_before)
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [extra, os.environ.get("JUPYTER_PATH")]))
     available = KernelSpecManager().find_kernel_specs()
     kernels = [name for name in wanted if name in available]
@@ -264,6 +475,7 @@ def main():
             print(f"round {round_number + 1}/{args.rounds}: {LABEL[name]}", file=sys.stderr)
             for figure, value in one_round(name, with_memory=round_number == 0).items():
                 results[name].setdefault(figure, []).append(value)
+                print(f"  {figure}: {fmt(value, figure)}", file=sys.stderr)
 
     figures = []
     for per_kernel in results.values():

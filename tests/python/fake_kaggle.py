@@ -38,6 +38,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import random
 import socket
 import threading
@@ -147,6 +148,31 @@ def disguise(text, form):
     return text
 
 
+def digits():
+    """scikit-learn's 8x8 handwritten digits (1,797 images), read from the installed package
+    (no download): train.csv (label, 64 pixels), test.csv (id, 64 pixels), sample_submission.csv,
+    and the test labels the fake scores submissions against."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    rows = [line.split(",") for line in gzip.open(path, "rt").read().split()]
+    pixels = ",".join(f"pixel{i}" for i in range(64))
+    train, test, answers = [f"label,{pixels}"], [f"id,{pixels}"], {}
+    for index, row in enumerate(rows):
+        values, label = [str(int(float(v))) for v in row[:64]], str(int(float(row[64])))
+        if index % 6 == 5:
+            answers[str(len(answers) + 1)] = label
+            test.append(f"{len(answers)}," + ",".join(values))
+        else:
+            train.append(f"{label}," + ",".join(values))
+    sample = ["id,label"] + [f"{i},0" for i in answers]
+    files = {name: ("\n".join(lines) + "\n").encode() for name, lines in
+             [("train.csv", train), ("test.csv", test), ("sample_submission.csv", sample)]}
+    return files, answers
+
+
 def _competitions():
     titanic = {
         "train.csv": text_rows(900, 1),
@@ -164,6 +190,8 @@ def _competitions():
         "big-data": {"title": "Big Data", "category": "Research", "reward": "$10,000", "teams": 12, "files": big},
         "broken-zip": {"title": "Broken Zip", "category": "Playground", "reward": "Swag", "teams": 3, "files": {"first.csv": b"good,data\n1,2\n"}},
         "evil-zip": {"title": "Evil Zip", "category": "Playground", "reward": "Swag", "teams": 3, "files": {"fine.txt": b"ok\n"}},
+        "digits": {"title": "Digit Recognizer (8x8)", "category": "Getting Started", "reward": "Knowledge", "teams": 1797,
+                   "lazy": digits},
     }
 
 
@@ -483,6 +511,14 @@ class Handler(BaseHTTPRequestHandler):
         self.json(200, {"active": owner is not None, "username": owner or ""})
 
     def competition(self, request, check_rules=True):
+        found, slug = self._competition(request, check_rules)
+        if found is not None and "lazy" in found:
+            with self.server.lock:
+                if "lazy" in found:
+                    found["files"], found["answers"] = found.pop("lazy")()
+        return found, slug
+
+    def _competition(self, request, check_rules=True):
         slug = request.get("competitionName", "")
         competition = self.server.competitions.get(slug)
         if competition is None:
@@ -572,6 +608,8 @@ class Handler(BaseHTTPRequestHandler):
             ref = self.server.next_ref
             bad = b"bad" in upload["data"]
             self.server.submissions.setdefault(slug, []).insert(0, {
+                "answers": competition.get("answers"),
+                "data": upload["data"],
                 "ref": ref,
                 "fileName": upload["request"].get("fileName", ""),
                 "date": "2024-10-02T12:34:56.789Z",
@@ -597,7 +635,9 @@ class Handler(BaseHTTPRequestHandler):
     def score(self, submission):
         """Scores a pending submission after a few polls."""
         if submission["status"] == "PENDING" and submission["polls"] >= self.server.polls_until_scored:
-            if submission["bad"]:
+            if submission["answers"] is not None:
+                self.score_by_accuracy(submission)
+            elif submission["bad"]:
                 submission["status"] = "ERROR"
                 submission["errorDescription"] = "Submission file has 3 rows, expected 418 rows."
             else:
@@ -606,10 +646,24 @@ class Handler(BaseHTTPRequestHandler):
                 submission["privateScore"] = ""
 
     @staticmethod
+    def score_by_accuracy(submission):
+        """A competition with held-out labels scores a submission (`id,label` rows) by accuracy."""
+        answers = submission["answers"]
+        lines = submission["data"].decode(errors="replace").split()
+        rows = [line.split(",") for line in lines[1:]]
+        if len(rows) != len(answers) or any(len(row) != 2 for row in rows):
+            submission["status"] = "ERROR"
+            submission["errorDescription"] = f"Submission file has {len(rows)} rows, expected {len(answers)} rows."
+            return
+        correct = sum(answers.get(row[0].strip()) == row[1].strip() for row in rows)
+        submission["status"] = "COMPLETE"
+        submission["publicScore"] = f"{correct / len(answers):.5f}"
+
+    @staticmethod
     def public(submission, long_enum=False):
         status = submission["status"]
         return {
-            key: value for key, value in submission.items() if key not in ("polls", "bad")
+            key: value for key, value in submission.items() if key not in ("polls", "bad", "answers", "data")
         } | {"status": f"SUBMISSION_STATUS_{status}" if long_enum else status}
 
     def competitions_GetSubmission(self, request, user):

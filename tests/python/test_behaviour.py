@@ -5,8 +5,10 @@ One kernel serves the whole module (the slow part of a cell is evcxr's compile);
 tests that damage the runtime come last and check that the kernel recovers.
 """
 
+import glob
 import os
 import signal
+import tempfile
 import time
 
 import pytest
@@ -341,6 +343,113 @@ def test_interrupt_during_a_build_stops_cargo_and_keeps_variables(kernel):
     assert "no variables were lost" in reply["content"]["evalue"]
     assert kernel.manager.is_alive()
     assert kernel.execute("kept_through_build").result_text() == "11"
+
+
+def slow_build_cell(salt, marker, statements=25):
+    """A cell whose build takes seconds here (many distinct iterator chains
+    compiled at opt-level 2) and whose code, once it runs, first creates
+    `marker`. `salt` makes each cell's code new, so every one is built."""
+    chains = "\n".join(
+        f"let _h{i} = (0..{i + salt}u64).map(|x| x.wrapping_mul({i * 7 + salt}))"
+        f".filter(|x| x % 3 == 0).map(|x| format!(\"{{x}}\")).collect::<Vec<String>>().len();"
+        for i in range(statements))
+    return f'std::fs::write("{marker}", "").unwrap();\n{{\n{chains}\n}}'
+
+
+def reply_to(kernel, msg_id):
+    while True:
+        reply = kernel.client.get_shell_msg(timeout=TIMEOUT)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]
+
+
+def test_an_interrupt_at_any_moment_before_user_code_keeps_every_variable(kernel, tmp_path):
+    kernel.execute("let keep = 7;")
+    started = time.monotonic()
+    assert kernel.execute(slow_build_cell(1, tmp_path / "whole")).status == "ok"
+    build = time.monotonic() - started
+    print(f"one uninterrupted build: {build:.2f}s")
+    # From the first instant (rust-analyzer, before cargo) to past the end of
+    # the build; each cell is new code, so each is built.
+    fractions = [0, 0.03, 0.08, 0.15, 0.25, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97, 1.05]
+    before_user_code = 0
+    for index, fraction in enumerate(fractions):
+        marker = tmp_path / f"ran-{index}"
+        msg_id = kernel.client.execute(slow_build_cell(2 + index, marker))
+        time.sleep(build * fraction)  # the instant of the interrupt is what this test varies
+        kernel.manager.interrupt_kernel()
+        reply = reply_to(kernel, msg_id)
+        where = f"interrupt at {fraction:.0%} of the build: {reply}"
+        if not marker.exists():
+            # The cell's code never started: nothing may be lost.
+            before_user_code += 1
+            assert reply["status"] == "error" and reply["ename"] == "Interrupted", where
+            assert "no variables were lost" in reply["evalue"], where
+            assert kernel.execute("keep").result_text() == "7", where
+        elif reply["status"] == "error":
+            # It landed once the code ran: the runtime was stopped, and the
+            # error names what went with it.
+            assert reply["ename"] == "Interrupted" and "keep" in reply["evalue"], where
+            kernel.execute("let keep = 7;")
+        else:
+            assert kernel.execute("keep").result_text() == "7", where
+    print(f"{before_user_code} of {len(fractions)} interrupts landed before user code")
+    assert before_user_code >= len(fractions) // 2
+
+
+def session_crate_objects(kernel):
+    """Object files rustc has written for the session crate (evcxr's `ctx`)."""
+    pid = kernel.manager.provisioner.process.pid
+    root = os.path.join(tempfile.gettempdir(), f"ferrolab-{os.getuid()}")
+    pattern = os.path.join(root, f"{pid}-*", "evcxr", "target", "*", "debug", "deps", "ctx*.o")
+    return glob.glob(pattern)
+
+
+def test_cells_link_after_a_build_killed_while_writing_objects(kernel, tmp_path):
+    # rustc killed while it writes object files used to leave them hard-linked
+    # into its incremental cache, and later cells failed to link ("undefined
+    # hidden symbol"). Interrupt just as the objects appear, several times.
+    for attempt in range(3):
+        code = slow_build_cell(100 + attempt, tmp_path / f"never-{attempt}")
+        msg_id = kernel.client.execute(code)
+        deadline = time.monotonic() + TIMEOUT
+        while not session_crate_objects(kernel) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert session_crate_objects(kernel), "rustc never wrote an object file"
+        kernel.manager.interrupt_kernel()
+        reply = reply_to(kernel, msg_id)
+        assert reply["ename"] == "Interrupted", reply
+        assert not session_crate_objects(kernel), "the killed build's objects were left behind"
+        # The same cell again, then a different one: both build, link and run.
+        again = kernel.execute(code)
+        assert again.status == "ok", (attempt, again.content)
+        printed = kernel.execute('println!("linked {}", 1);')
+        assert printed.status == "ok" and printed.stream_text() == "linked 1\n", printed.content
+
+
+def test_a_broken_toolchain_is_named_with_the_command_that_fixes_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # No cargo at all: a PATH without it, and no rustup home to find one in.
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(empty), "CARGO_HOME": str(empty / "cargo"),
+            "RUSTUP_HOME": str(empty / "rustup")}
+    # rustup's cargo on PATH, but a HOME where rustup has no toolchain.
+    no_default = {"HOME": str(empty), "RUSTUP_HOME": str(empty / "rustup")}
+    for env, named, fix in [(bare, "`cargo` was not found", "sh.rustup.rs"),
+                            (no_default, "`cargo` is on PATH but does not run",
+                             "rustup default stable")]:
+        running = Kernel(env=env)
+        try:
+            outcome = running.execute("1 + 1")
+            error = outcome.error()
+            assert outcome.status == "error" and error is not None, outcome.content
+            text = error["evalue"] + "\n".join(error["traceback"])
+            assert named in text and fix in text, text
+            assert "os error 2" not in text, text
+            # The kernel itself keeps serving: magics work.
+            assert running.execute("%pwd").status == "ok"
+        finally:
+            running.shutdown()
 
 
 def test_runtime_crash_names_lost_variables_and_recovers(kernel):

@@ -84,21 +84,36 @@ def work(tmp_path_factory):
 def ck(work, s3, tmp_path_factory):
     # The checkpoint key, spool and download cache live in a scratch home of their own.
     xdg = tmp_path_factory.mktemp("checkpoint-xdg")
+    # An empty FERROLAB_CHECKPOINT_DIR (not a missing one): an inherited value must not redirect the tests.
     env = {"FERROLAB_CHECKPOINT_DIR": "", "XDG_CONFIG_HOME": str(xdg / "config"),
            "XDG_CACHE_HOME": str(xdg / "cache"), **s3.env}
-    running = Kernel(cwd=work, env={k: v for k, v in env.items() if v})
+    running = Kernel(cwd=work, env=env)
     running.cwd = work
     ok(running.execute(SETUP, timeout=600))
     yield running
     running.shutdown()
 
 
-def test_save_commits_lists_skips_and_keeps_every_variable_usable(ck, work):
+@pytest.fixture(scope="module")
+def first(ck, work):
+    """The module's first checkpoint, `first`, in ./checkpoints: every variable, a metric and a file."""
     (work / "data").mkdir(exist_ok=True)
     (work / "data" / "notes.txt").write_text("keep me\n")
+    reset(ck)
     before = ok(ck.execute(VALUES)).result_text()
-    saved = ok(ck.execute("%checkpoint save first --metric loss=0.5 --files data/notes.txt"))
-    text = saved.result_text()
+    saved = ok(ck.execute(f"%cd -q {work}\n%checkpoint save first --metric loss=0.5 --files data/notes.txt"))
+    return SimpleNamespace(text=saved.result_text(), before=before)
+
+
+def save_here(kernel):
+    """Saves every variable into ./checkpoints; returns the checkpoint's name."""
+    saved = ok(kernel.execute(f"%cd -q {kernel.cwd}\n%checkpoint save")).result_text()
+    return re.search(r"Saved (ckpt-\S+) to", saved).group(1)
+
+
+def test_save_commits_lists_skips_and_keeps_every_variable_usable(ck, work, first):
+    before = first.before
+    text = first.text
     assert "Saved ckpt-000001-first" in text
     assert "5 variables saved" in text, text
     for skipped in ("file: std::fs::File", "callback: Box<dyn Fn() -> i32>", "shared: std::rc::Rc<i32>"):
@@ -133,12 +148,14 @@ def test_save_commits_lists_skips_and_keeps_every_variable_usable(ck, work):
 
 
 def test_child_crash_names_the_checkpoint_and_restore_brings_values_back(ck):
+    reset(ck)
+    name = save_here(ck)
     before = ok(ck.execute(VALUES)).result_text()
     crashed = ck.execute("std::process::abort();")
     error = crashed.error()
     assert error["ename"] == "RuntimeCrashed"
     hint = error["traceback"][-1]
-    assert "ckpt-000001-first" in hint and "%checkpoint restore" in hint and "model" in hint
+    assert name in hint and "%checkpoint restore" in hint and "model" in hint
     assert ck.execute("count").error() is not None
     restored = ok(ck.execute("%checkpoint restore")).result_text()
     assert "restored 5" in restored, restored
@@ -149,8 +166,10 @@ def test_child_crash_names_the_checkpoint_and_restore_brings_values_back(ck):
 
 
 def test_interrupt_that_loses_variables_points_at_the_checkpoint(ck):
-    msg_id = ck.client.execute("loop { std::hint::spin_loop(); }")
-    time.sleep(3)
+    reset(ck)
+    save_here(ck)
+    msg_id = ck.client.execute('println!("spinning");\nloop { std::hint::spin_loop(); }')
+    wait_for_output(ck, msg_id, "spinning")
     ck.manager.interrupt_kernel()
     reply = ck.client.get_shell_msg(timeout=60)
     assert reply["parent_header"]["msg_id"] == msg_id
@@ -161,8 +180,8 @@ def test_interrupt_that_loses_variables_points_at_the_checkpoint(ck):
     ok(ck.execute("%checkpoint restore"))
 
 
-def test_fresh_kernel_in_another_directory_restores_and_a_changed_type_fails_alone(ck, work, tmp_path):
-    before = ok(ck.execute(VALUES)).result_text()
+def test_fresh_kernel_in_another_directory_restores_and_a_changed_type_fails_alone(ck, work, first, tmp_path):
+    before = first.before
     fresh = Kernel(cwd=tmp_path)
     try:
         ok(fresh.execute("let x = 1;"))
@@ -580,6 +599,22 @@ def test_hashing_refuses_symlinks_and_stops_on_interrupt(ck, tmp_path):
     assert reply["parent_header"]["msg_id"] == msg_id
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "Interrupted"
     assert ok(ck.execute("count")).result_text() == "42"
+
+
+def wait_for_output(kernel, msg_id, text, timeout=120):
+    """Blocks until the cell `msg_id` has printed `text` on stdout."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = kernel.client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            seen += message["content"]["text"]
+            if text in seen:
+                return
+    raise TimeoutError(f"the cell never printed {text!r}")
 
 
 def wait_until_busy_on(kernel, msg_id, timeout=30):

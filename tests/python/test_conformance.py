@@ -1,7 +1,8 @@
 """The community conformance suite (jupyter_kernel_test) against ferrolab.
 
-Every attribute a Rust kernel can meet is set. `iopub_welcome` (protocol 5.5,
-XPUB) is not implemented: ferrolab speaks 5.3 with a PUB socket.
+Every attribute a Rust kernel can meet is set. IOPub is an XPUB socket that
+welcomes each new subscriber with `iopub_welcome` (JEP 65); the kernel still
+announces protocol 5.3, since 5.5 also needs subshells.
 """
 
 import unittest
@@ -41,6 +42,11 @@ class FerrolabConformance(jupyter_kernel_test.KernelTests):
     code_history_pattern = "6 * *"
     code_inspect_sample = "std::vec::Vec"
     code_clear_output = "ferrolab::clear_output(false)"
+
+
+class FerrolabIopubWelcome(jupyter_kernel_test.IopubWelcomeTests):
+    kernel_name = KERNEL_NAME
+    support_iopub_welcome = True
 
 
 if __name__ == "__main__":

@@ -2,15 +2,23 @@
 replayed messages to a live kernel over ZeroMQ. Afterwards the kernel must
 answer a valid execute correctly, must have executed none of the bad ones
 (each would append to a marker file through `!echo`), and its log must not
-contain the key."""
+contain the key.
+
+Below the signature: a local user without the key speaks raw ZMTP to each of
+the five sockets, announcing a 2^62-byte frame or sending a 300 MB one. The
+kernel must drop those connections at the frame header, keep running, keep
+its memory, and still run cells, over tcp and ipc."""
 
 import hashlib
 import hmac
 import json
 import random
+import socket
+import struct
 import time
 import uuid
 
+import psutil
 import zmq
 
 from conftest import Kernel
@@ -102,5 +110,122 @@ def test_ten_thousand_bad_messages_execute_nothing_and_leave_the_kernel_working(
         print(f"hostile client: {sent} -> 0 executed; log {log_file.stat().st_size} bytes")
         shell.close()
         control.close()
+    finally:
+        running.shutdown()
+
+
+# ZMTP 3.0: greeting with the NULL mechanism, then a READY command.
+GREETING = b"\xff" + b"\0" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\0") + b"\0" * 32
+CHANNELS = {"shell_port": b"DEALER", "control_port": b"DEALER", "stdin_port": b"DEALER",
+            "iopub_port": b"SUB", "hb_port": b"REQ"}
+MiB = 1 << 20
+
+
+def ready(socket_type):
+    body = b"\x05READY" + bytes([11]) + b"Socket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    return bytes([0x04, len(body)]) + body
+
+
+def raw_connection(info, port_name):
+    if info["transport"] == "ipc":
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(f"{info['ip']}-{info[port_name]}")
+    else:
+        connection = socket.create_connection((info["ip"], info[port_name]))
+    connection.settimeout(30)
+    return connection
+
+
+def closed_by_kernel(connection):
+    """True once the kernel has closed the connection (its greeting may come first)."""
+    try:
+        while connection.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def announce_huge_frame(info, port_name):
+    connection = raw_connection(info, port_name)
+    try:
+        connection.sendall(GREETING)
+        connection.sendall(bytes([0x06]) + struct.pack(">Q", 1 << 62))
+        return closed_by_kernel(connection)
+    finally:
+        connection.close()
+
+
+def send_300_mb_frame(info, port_name):
+    """Returns how many of the 300 MB the kernel took before it hung up."""
+    connection = raw_connection(info, port_name)
+    sent = 0
+    try:
+        connection.sendall(GREETING + ready(CHANNELS[port_name]))
+        connection.sendall(bytes([0x02]) + struct.pack(">Q", 300 * MiB))
+        chunk = b"\0" * MiB
+        try:
+            while sent < 300 * MiB:
+                connection.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert closed_by_kernel(connection), f"{port_name}: the kernel kept the connection"
+        return sent
+    finally:
+        connection.close()
+
+
+def rss_mib(running):
+    return psutil.Process(running.manager.provisioner.process.pid).memory_info().rss / MiB
+
+
+def test_frames_over_the_limit_are_refused_on_every_socket_and_the_kernel_lives_on(tmp_path):
+    log_file = tmp_path / "kernel.log"
+    running = Kernel(env={"FERROLAB_LOG_FILE": str(log_file), "FERROLAB_LOG": "info"})
+    try:
+        assert running.execute("let kept = 7;\nkept").result_text() == "7"
+        info = running.manager.get_connection_info()
+        before = rss_mib(running)
+        for port_name in CHANNELS:
+            assert announce_huge_frame(info, port_name), f"{port_name}: 2^62 header not refused"
+            assert running.manager.is_alive(), f"{port_name}: the kernel died on a 2^62 header"
+            taken = send_300_mb_frame(info, port_name)
+            assert taken < 300 * MiB, f"{port_name}: the kernel read a whole 300 MB frame"
+            growth = rss_mib(running) - before
+            assert growth < 64, f"{port_name}: kernel RSS grew {growth:.0f} MiB"
+        # A large frame under the limit is read, refused for its signature, and freed.
+        context = zmq.Context.instance()
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+        header = json.dumps({"msg_id": "big", "msg_type": "execute_request"}).encode()
+        dealer.send_multipart([b"<IDS|MSG>", b"0" * 64, header, b"{}", b"{}", b"\0" * (200 * MiB)])
+        deadline = time.monotonic() + 60  # a liveness bound, not a timing goal
+        while "shell: dropped a message" not in log_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while rss_mib(running) - before >= 64 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = rss_mib(running)
+        dealer.close()
+        print(f"kernel RSS {before:.0f} MiB before, {after:.0f} MiB after ten refused frames "
+              "and a 200 MB unsigned message")
+        assert after - before < 64, f"memory did not come back: {before:.0f} -> {after:.0f} MiB"
+        assert running.execute("kept + 35").result_text() == "42"
+        assert running.execute("!echo still here").stream_text() == "still here\n"
+    finally:
+        running.shutdown()
+
+
+def test_ipc_sockets_refuse_a_huge_frame_header_and_keep_working():
+    running = Kernel(transport="ipc")
+    try:
+        info = running.manager.get_connection_info()
+        for port_name in CHANNELS:
+            assert announce_huge_frame(info, port_name), f"{port_name}: 2^62 header not refused"
+            assert running.manager.is_alive(), f"{port_name}: the kernel died on a 2^62 header"
+        assert running.execute("!echo over ipc").stream_text() == "over ipc\n"
     finally:
         running.shutdown()

@@ -271,3 +271,39 @@ def test_directory_and_environment_survive_a_runtime_crash(kernel, tmp_path):
     assert kernel.execute("std::process::abort()").status == "error"
     assert kernel.execute("std::env::current_dir().unwrap()").result_text() == f'"{tmp_path}"'
     assert kernel.execute('std::env::var("FEROLAB_AFTER_CRASH").unwrap()').result_text() == '"yes"'
+
+
+def test_the_tutorial_lines_work_or_answer_the_ferrolab_way(kernel, tmp_path):
+    """The Colab tutorial's lines typed verbatim: shell lines keep working, `!kaggle` without
+    the CLI and Python lines in a Rust cell answer with the ferrolab way, in one line each."""
+    assert kernel.execute(f"%cd {tmp_path}").status == "ok"
+    (tmp_path / "gdrive" / "My Drive" / "hw2").mkdir(parents=True)
+    (tmp_path / "kaggle.json").write_text("{}")
+    for line in ["!pwd", "!ls", "!mkdir -p .kaggle", "!cp kaggle.json .kaggle/", "!chmod 600 .kaggle/kaggle.json",
+                 "!pip --version", r"%cd gdrive/My\ Drive/hw2"]:
+        outcome = kernel.execute(line)
+        assert outcome.status == "ok" and "exit code" not in outcome.stream_text("stderr"), (line, outcome.outputs)
+    assert (tmp_path / ".kaggle" / "kaggle.json").stat().st_mode & 0o777 == 0o600
+    assert kernel.execute("%pwd").result_text().strip("'\"").endswith("gdrive/My Drive/hw2")
+    env_without_kaggle = "PATH=/usr/bin:/bin"
+    for line, answer in [
+        ("!kaggle competitions download -c titanic", "%kaggle competitions download -c titanic"),
+        ("!kaggle competitions submit -c titanic -f submission.csv -m first", "%kaggle competitions submit -c titanic -f submission.csv -m first"),
+        ("!kaggle config set -n path -v /content", "%kaggle config set -n path -v /content"),
+    ]:
+        outcome = kernel.execute(f"%env {env_without_kaggle}\n{line}")
+        assert answer in outcome.stream_text("stderr"), (line, outcome.outputs)
+    kernel.execute(f"%env PATH={os.environ['PATH']}")
+    for line, answer in [
+        ("from google.colab import drive", "%cd /content/drive"),
+        ("drive.mount('/content/gdrive')", "%cd /content/drive"),
+        ("import json", ":dep name"),
+        ("json.dump(token, file)", "%kaggle login"),
+        ("os.environ['KAGGLE_KEY'] = 'abc'", "%env NAME=value"),
+        ("torch.save(model.state_dict(), 'model.pt')", "%checkpoint save"),
+        ("files.upload()", "upload button"),
+    ]:
+        error = kernel.execute(line).error()
+        assert error is not None, line
+        text = "\n".join(error["traceback"])
+        assert "Rust kernel" in text and answer in text, (line, text)

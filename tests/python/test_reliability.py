@@ -1,15 +1,18 @@
 """Faults and load: the runtime killed with SIGKILL mid-cell, 20 restarts in a
 row, two clients on one kernel, a long run of cells and 100 MB of output with the kernel's
-memory watched."""
+memory watched, and output floods from shell commands and Rust loops with fast and slow
+clients and interrupts (kernel memory from /proc, order of what arrives)."""
 
 import os
 import queue
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 from jupyter_client.session import Session
 
 from conftest import Kernel
@@ -267,3 +270,268 @@ def test_a_full_disk_under_the_history_file_loses_no_cell(tmp_path):
             running.shutdown()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+# Output floods. The guarantee under test: however fast a cell writes, the
+# kernel holds a bounded amount of it (the producer is slowed to what the
+# client takes), what arrives is in order, and an interrupt is answered.
+FLOOD_RSS_LIMIT_MIB = 256
+
+
+class PeakRss:
+    """The highest RSS of a process, sampled from /proc every 10 ms in a thread."""
+
+    def __init__(self, process):
+        self.process = process
+        self.start = process.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.01)
+
+    def growth_mib(self):
+        self._stop.set()
+        self._thread.join()
+        return (self.peak - self.start) / 2**20
+
+
+@pytest.fixture(scope="module")
+def flood_kernel():
+    running = Kernel()
+    # The engine (evcxr, rust-analyzer) loads behind the first Rust cell; count from after it.
+    assert running.execute("let warm = 1;\nwarm").result_text() == "1"
+    yield running
+    running.shutdown()
+
+
+def run_flood(running, code, slow_seconds=0.0, timeout=300):
+    """Runs `code`, reading IOPub one message per 5 ms for `slow_seconds` (a slow
+    frontend), then as fast as possible. Returns (reply, stream text, peak RSS growth)."""
+    client = running.client
+    rss = PeakRss(kernel_process(running))
+    msg_id = client.execute(code)
+    start = time.monotonic()
+    texts = []
+    reply = None
+    idle = False
+    while not (idle and reply is not None):
+        assert time.monotonic() - start < timeout, f"{code!r} did not finish within {timeout}s"
+        if reply is None and client.shell_channel.msg_ready():
+            message = client.get_shell_msg(timeout=1)
+            if message["parent_header"].get("msg_id") == msg_id:
+                reply = message
+        try:
+            message = client.get_iopub_msg(timeout=0.05)
+        except queue.Empty:
+            continue
+        if time.monotonic() - start < slow_seconds:
+            time.sleep(0.005)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
+            texts.append(message["content"]["text"])
+        idle = message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+    return reply, "".join(texts), rss.growth_mib()
+
+
+def test_a_shell_flood_to_a_slow_client_keeps_the_kernel_memory_bounded(flood_kernel):
+    reply, text, growth = run_flood(flood_kernel, "!timeout 4 yes", slow_seconds=6)
+    print(f"!timeout 4 yes, slow client: {len(text) / 1e6:.1f} MB delivered, kernel peak +{growth:.0f} MiB")
+    assert reply["content"]["status"] == "ok"
+    assert text and set(text) == {"y", "\n"}
+    assert growth < FLOOD_RSS_LIMIT_MIB, f"the kernel grew {growth:.0f} MiB under the flood"
+    assert flood_kernel.execute("!echo after").stream_text() == "after\n"
+
+
+def test_a_shell_flood_arrives_whole_and_in_order_with_bounded_memory(flood_kernel):
+    reply, text, growth = run_flood(flood_kernel, "!seq 1 5000000")
+    print(f"!seq 1 5000000: {len(text) / 1e6:.1f} MB delivered, kernel peak +{growth:.0f} MiB")
+    assert reply["content"]["status"] == "ok"
+    assert text == "".join(f"{i}\n" for i in range(1, 5_000_001)), "lines lost or out of order"
+    assert growth < FLOOD_RSS_LIMIT_MIB, f"the kernel grew {growth:.0f} MiB under the flood"
+
+
+def test_a_rust_print_flood_to_a_slow_client_stays_in_order_with_bounded_memory(flood_kernel):
+    code = "for i in 0..3_000_000u32 { println!(\"{i}\"); }"
+    reply, text, growth = run_flood(flood_kernel, code, slow_seconds=4)
+    numbers = [int(line) for line in text.splitlines()]
+    print(f"Rust println flood, slow client: {len(numbers)} of 3000000 lines, kernel peak +{growth:.0f} MiB")
+    assert reply["content"]["status"] == "ok"
+    assert numbers and numbers == sorted(set(numbers)), "lines out of order or repeated"
+    assert numbers[-1] == 2_999_999
+    assert growth < FLOOD_RSS_LIMIT_MIB, f"the kernel grew {growth:.0f} MiB under the flood"
+
+
+def interrupt_under_flood(running, code):
+    """Starts `code`, lets it flood for a second, interrupts as the frontend does,
+    and returns (seconds until the execute_reply, the reply, peak RSS growth)."""
+    client = running.client
+    rss = PeakRss(kernel_process(running))
+    msg_id = client.execute(code)
+    streaming_since = None
+    while streaming_since is None or time.monotonic() - streaming_since < 1.0:
+        message = client.get_iopub_msg(timeout=120)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            streaming_since = streaming_since or time.monotonic()
+    interrupted = time.monotonic()
+    running.manager.interrupt_kernel()
+    reply = answered = None
+    idle = False
+    # A liveness bound, not a timing goal (`./kernel bench` reports the time).
+    while not (reply and idle) and time.monotonic() - interrupted < 60:
+        if reply is None and client.shell_channel.msg_ready():
+            message = client.get_shell_msg(timeout=1)
+            if message["parent_header"].get("msg_id") == msg_id:
+                reply, answered = message, time.monotonic() - interrupted
+        if client.iopub_channel.msg_ready():
+            message = client.get_iopub_msg(timeout=1)
+            idle = idle or (message["parent_header"].get("msg_id") == msg_id
+                            and message["msg_type"] == "status"
+                            and message["content"]["execution_state"] == "idle")
+        else:
+            time.sleep(0.001)
+    return answered, reply, rss.growth_mib()
+
+
+def test_an_interrupt_under_a_flood_is_answered_and_the_kernel_goes_on(flood_kernel):
+    answered, reply, growth = interrupt_under_flood(flood_kernel, "!yes")
+    print(f"interrupt of !yes answered after {answered:.2f} s; kernel peak +{growth:.0f} MiB")
+    assert reply is not None, "no execute_reply after interrupting !yes"
+    assert growth < FLOOD_RSS_LIMIT_MIB
+    answered, reply, growth = interrupt_under_flood(flood_kernel, "loop { println!(\"y\"); }")
+    print(f"interrupt of a println loop answered after {answered:.2f} s; kernel peak +{growth:.0f} MiB")
+    assert reply is not None, "no execute_reply after interrupting a println loop"
+    assert reply["content"]["status"] == "error"
+    assert growth < FLOOD_RSS_LIMIT_MIB
+    assert flood_kernel.execute("!echo still fine").stream_text() == "still fine\n"
+
+
+# Every way a kernel ends takes the process groups it started with it. The
+# processes are found in /proc while the kernel lives; afterwards the test polls
+# /proc until they are gone (each check has a deadline, nothing is timed).
+
+def alive(pid):
+    """True while `pid` exists and is not a zombie (orphans may wait for init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def descendants_of(running):
+    """pid -> command line of every process the kernel started: its session
+    (Jupyter starts each kernel in a session of its own), which keeps orphans
+    such as a shell command's background process."""
+    kernel = kernel_process(running).pid
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if process.pid != kernel and os.getsid(process.pid) == kernel:
+                found[process.pid] = " ".join(process.info["cmdline"] or [])
+        except (OSError, psutil.Error):
+            pass
+    return found
+
+
+def wait_for(condition, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def wait_for_descendant(running, fragment):
+    """The pid of a process the kernel started whose command line has `fragment`."""
+    found = []
+
+    def appeared():
+        found[:] = [pid for pid, line in descendants_of(running).items() if fragment in line]
+        return found
+
+    wait_for(appeared, f"a process running {fragment!r}", seconds=180)
+    return found[0]
+
+
+def assert_all_end(pids, after):
+    def survivors():
+        return {pid: line for pid, line in pids.items() if alive(pid)}
+
+    deadline = time.monotonic() + 30
+    while survivors():
+        assert time.monotonic() < deadline, f"still running after {after}: {survivors()}"
+        time.sleep(0.05)
+
+
+def heavy_build(salt, statements=300):
+    """Rust code whose build takes far longer than any deadline here."""
+    chains = "\n".join(
+        f"let _h{i} = (0..{i + salt}u64).map(|x| x.wrapping_mul({i * 7 + salt}))"
+        f".filter(|x| x % 3 == 0).map(|x| format!(\"{{x}}\")).collect::<Vec<String>>().len();"
+        for i in range(statements))
+    return "{\n" + chains + "\n}"
+
+
+def test_shutdown_request_ends_a_background_command_that_ignores_sigterm():
+    running = Kernel()
+    process = running.manager.provisioner.process
+    # Left running in the background (its shell has exited: an orphan), deaf to
+    # SIGINT and SIGTERM.
+    assert running.execute("!(trap '' INT TERM; exec sleep 996) &").status == "ok"
+    sleeper = wait_for_descendant(running, "sleep 996")
+    family = descendants_of(running)
+    running.client.shutdown()
+    started = time.monotonic()
+    process.wait(timeout=60)
+    print(f"kernel exited {time.monotonic() - started:.2f}s after the shutdown_request; "
+          f"the command then {'still ran' if alive(sleeper) else 'had ended'}")
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
+    assert_all_end(family, "a shutdown_request")
+
+
+def test_shutdown_kernel_now_ends_a_running_shell_command():
+    running = Kernel()
+    running.client.execute("!sleep 998")
+    wait_for_descendant(running, "sleep 998")
+    family = descendants_of(running)
+    running.manager.shutdown_kernel(now=True)
+    running.client.stop_channels()
+    assert_all_end(family, "shutdown_kernel(now=True)")
+
+
+def kernel_mid_build(salt):
+    """A kernel with a background shell process and a long Rust build running."""
+    running = Kernel()
+    assert running.execute("let warm = 1;").status == "ok"
+    running.client.execute(f"!sleep 995 &\n{heavy_build(salt)}")
+    wait_for_descendant(running, "sleep 995")
+    wait_for_descendant(running, "rustc --crate-name ctx")
+    family = descendants_of(running)
+    assert any("cargo" in line for line in family.values()), family
+    return running, family
+
+
+def test_sigterm_mid_build_ends_cargo_rustc_the_runtime_and_shell_groups():
+    running, family = kernel_mid_build(1)
+    process = running.manager.provisioner.process
+    os.kill(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
+    assert_all_end(family, "SIGTERM to the kernel")
+
+
+def test_sigkill_of_the_kernel_alone_mid_build_ends_everything_it_started():
+    running, family = kernel_mid_build(2)
+    process = running.manager.provisioner.process
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    running.client.stop_channels()
+    running.manager.cleanup_resources()
+    assert_all_end(family, "SIGKILL to the kernel process alone")
