@@ -29,6 +29,8 @@ SMALLVEC = (
     "let v: smallvec::SmallVec<[u8; 4]> = smallvec::smallvec![1, 2, 3]; v.len()"
 )
 BUILD_TIMEOUT = 900
+# ferrolab's checkpoint runtime and the crates it needs, added to a kernel's first `:dep`.
+RUNTIME_CRATES = {"ferrolab_checkpoint", "serde", "serde_json", "rmp_serde", "sha2"}
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +109,17 @@ def test_two_kernels_building_the_same_dep_at_once(kernels, cache_dir):
     print(f"both kernels compiled smallvec at once: {both_compiled}")
     # A kernel that got it from the other has it as a hit; none lost it.
     for session in sessions:
-        assert "smallvec" in session["crates_missed"] | set(session["crates_hit"])
+        assert "smallvec" in set(session["crates_missed"]) | set(session["crates_hit"])
 
     # The entry both wrote works in a third build directory: a fresh kernel.
+    # This is the third kernel's first `:dep`, so ferrolab's own runtime
+    # crates (for %checkpoint) come with it: from the cache too, nothing compiled.
     third = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(cache_dir)})
     try:
         assert run_ok(third, SMALLVEC).result_text() == "3"
-        assert "smallvec" in magic(third)["session"]["crates_hit"]
+        session = magic(third)["session"]
+        assert RUNTIME_CRATES | {"smallvec"} <= set(session["crates_hit"]), session
+        assert session["crates_missed"] == [] and session["misses"] == 0, session
     finally:
         third.shutdown()
 
@@ -142,7 +148,10 @@ def test_a_kernel_started_with_size_zero_has_no_cache(tmp_path):
         report = kernel.execute("%build_cache")
         assert report.status == "ok"
         assert "off (FERROLAB_BUILD_CACHE_MB=0)" in report.result_text()
-        assert run_ok(kernel, ITOA.format(n=7)).result_text() == '"7"'
+        # Every Rust cell is a cargo build (of the session's crate): with the
+        # cache off it runs without the wrapper and leaves nothing behind.
+        # (A `:dep` with the cache off is built in test_off_means_nothing_is_read_or_written.)
+        assert run_ok(kernel, "let a = 40 + 2; a").result_text() == "42"
         assert not directory.exists(), "the cache directory was created"
     finally:
         kernel.shutdown()
@@ -186,3 +195,53 @@ def test_magic_and_command_line_agree_and_clean_up(kernels, cache_dir, tmp_path)
     assert len(result["problems"]) == 1
     assert subprocess.run([str(BINARY), "cache", "verify"], capture_output=True,
                           env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(damaged)}).returncode == 1
+
+
+def entry_of(directory, crate_name):
+    """The one published entry for `crate_name` (its directory)."""
+    found = [
+        entry
+        for entry in (directory / "entries").iterdir()
+        if json.loads((entry / "manifest.json").read_text())["crate_name"] == crate_name
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_prebuild_fills_it_and_a_tampered_entry_is_rebuilt_not_linked(kernels, cache_dir):
+    first, _ = kernels
+    prebuild = subprocess.run(
+        [str(BINARY), "prebuild", "--together", 'ryu = "1"', 'hex = "0.4"'],
+        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache_dir)},
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert prebuild.returncode == 0, prebuild.stderr
+    assert 'ryu = "1" + hex = "0.4": ready' in prebuild.stdout, prebuild.stdout
+
+    # Tamper with what prebuild stored for ryu: same size, other bytes.
+    entry = entry_of(cache_dir, "ryu")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    library = entry / next(f["name"] for f in manifest["files"] if f["emit"] == "link")
+    original = library.read_bytes()
+    library.chmod(0o600)
+    library.write_bytes(bytes(b ^ 0xFF for b in original[:64]) + original[64:])
+    corrupt_before = cli(cache_dir, "stats")["totals"]["corrupt"]
+    before = magic(first)["session"]
+
+    outcome = run_ok(
+        first,
+        ':dep ryu = "1"\n:dep hex = "0.4"\n'
+        "format!(\"{} {}\", ryu::Buffer::new().format(1.5f64), hex::encode([0xab, 0x01]))",
+    )
+    assert outcome.result_text() == '"1.5 ab01"'
+    after = magic(first)["session"]
+    # hex came from prebuild's entry; ryu's damaged entry was refused and
+    # ryu compiled again (the build never linked the tampered file).
+    assert "hex" in after["crates_hit"] and "hex" not in before["crates_hit"], after
+    assert "ryu" in after["crates_missed"] and "ryu" not in after["crates_hit"], after
+    assert cli(cache_dir, "stats")["totals"]["corrupt"] == corrupt_before + 1
+    # The fresh compile replaced it: the cache is whole again.
+    assert cli(cache_dir, "verify")["problems"] == []
+    assert entry_of(cache_dir, "ryu").joinpath("manifest.json").exists()

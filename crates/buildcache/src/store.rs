@@ -822,3 +822,34 @@ fn escape_dep_env(value: &str) -> String {
     }
     escaped
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_cache_is_private_and_one_others_may_write_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("fresh");
+        Cache::open_at(&root, 1 << 20).unwrap();
+        for dir in [root.clone(), root.join("entries"), root.join("tmp")] {
+            let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+
+        let shared = base.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = Cache::open_at(&shared, 1 << 20).err().expect("opened");
+        assert!(
+            refused.to_string().contains("others may write"),
+            "{refused}"
+        );
+        // Nothing was put there.
+        assert_eq!(fs::read_dir(&shared).unwrap().count(), 0);
+
+        // Also an inner directory someone loosened.
+        fs::set_permissions(root.join("entries"), fs::Permissions::from_mode(0o757)).unwrap();
+        assert!(Cache::open_at(&root, 1 << 20).is_err());
+    }
+}
