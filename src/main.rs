@@ -1,11 +1,17 @@
-//! The `ferrolab` command: the kernel itself, and installing its kernelspec.
+//! The `ferrolab` command: the kernel itself, installing its kernelspec, and
+//! the shared build cache (`cache`, `prebuild`).
 //!
-//! The same binary is also evcxr's runtime child and rustc wrapper, so the
-//! first two calls below must stay first.
+//! The same binary is also evcxr's runtime child, the build cache's rustc
+//! wrapper and evcxr's rustc wrapper, so the first three calls below must
+//! stay first.
+
+mod prebuild;
 
 use clap::{Args, Parser, Subcommand};
 use ferrolab::install::{self, Location};
-use std::path::PathBuf;
+use ferrolab::magics::build_cache::{self, Action};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -48,6 +54,45 @@ enum Command {
         #[arg(long, default_value = "ferrolab")]
         name: String,
     },
+    /// The build cache shared by all kernels (FERROLAB_BUILD_CACHE_DIR, _MB).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Compile crates into the build cache now, as a notebook's `:dep` would,
+    /// e.g. `ferrolab prebuild 'regex = "1"' 'candle-core = "0.9"'`.
+    Prebuild {
+        /// Dependencies as written after `:dep`.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+        /// Only build them all together (skip building each one alone).
+        #[arg(long)]
+        together: bool,
+        /// Internal: run one build in this process.
+        #[arg(long, hide = true)]
+        in_session: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Location, size, hits and misses.
+    Stats,
+    /// The cached crates: size, hits, last use.
+    List,
+    /// Evict least-recently-used crates down to a size.
+    Prune {
+        /// Target size in MB (default: FERROLAB_BUILD_CACHE_MB).
+        #[arg(long)]
+        max_mb: Option<u64>,
+    },
+    /// Delete every cached crate.
+    Clear,
+    /// Re-check every entry's hashes.
+    Verify,
 }
 
 #[derive(Args)]
@@ -76,6 +121,7 @@ impl LocationArgs {
 
 fn main() -> ExitCode {
     ferrolab::engine::relay::enter_if_child();
+    wrap_rustc_if_asked();
     evcxr::runtime_hook();
     match Cli::parse().command {
         Command::Kernel {
@@ -100,6 +146,84 @@ fn main() -> ExitCode {
             install::uninstall(&location.location(), &name)
                 .map(|dir| format!("Removed kernelspec {name} from {}", dir.display())),
         ),
+        Command::Cache { action, json } => cache(action, json),
+        Command::Prebuild {
+            specs,
+            together,
+            in_session,
+        } => {
+            if in_session {
+                prebuild::in_session(&specs)
+            } else {
+                prebuild::run(&prebuild::Request {
+                    specs,
+                    together_only: together,
+                })
+            }
+        }
+    }
+}
+
+/// Cargo runs this binary as `RUSTC_WRAPPER` (with the build cache's
+/// variable set) for every crate a kernel builds: the build cache answers,
+/// and never returns. When evcxr also wraps rustc (`:cache`,
+/// `:allow_static_linking 0`), a compile goes on through evcxr's wrapper in
+/// this same binary, so its dylib handling stays in one place.
+fn wrap_rustc_if_asked() {
+    if std::env::var_os(ferrolab_buildcache::WRAPPER_ENV).is_none() {
+        return;
+    }
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let names_a_compiler = argv.first().is_some_and(|first| {
+        Path::new(first).components().count() > 1 || first.to_string_lossy().starts_with("rustc")
+    });
+    if !names_a_compiler {
+        return;
+    }
+    let mut next = match std::env::current_exe() {
+        Ok(exe) if std::env::var_os("EVCXR_RUSTC_WRAPPER").is_some() => {
+            let mut next = std::process::Command::new(exe);
+            next.args(&argv)
+                .env_remove(ferrolab_buildcache::WRAPPER_ENV);
+            next
+        }
+        _ => {
+            let mut next = std::process::Command::new(&argv[0]);
+            next.args(&argv[1..]);
+            next
+        }
+    };
+    next.env_remove(ferrolab_buildcache::WRAPPER_ENV);
+    ferrolab_buildcache::wrapper::main(argv, next, build_cache::wrapper_config());
+}
+
+fn cache(action: CacheAction, json: bool) -> ExitCode {
+    let action = match action {
+        CacheAction::Stats => Action::Stats,
+        CacheAction::List => Action::List,
+        CacheAction::Prune { max_mb } => Action::Prune { max_mb },
+        CacheAction::Clear => Action::Clear,
+        CacheAction::Verify => Action::Verify,
+    };
+    let verify = action == Action::Verify;
+    match build_cache::run(&action, None) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.json);
+            } else {
+                println!("{}", report.text);
+            }
+            let problems = report.json["problems"].as_array().map_or(0, Vec::len);
+            if verify && problems > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("ferrolab: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

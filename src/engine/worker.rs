@@ -160,6 +160,9 @@ impl Worker {
             started.elapsed()
         );
         let mut context = CommandContext::with_eval_context(eval_context);
+        for (key, value) in ferrolab_buildcache::cargo_env_for_this_binary() {
+            let _ = context.execute(&format!(":build_env {key}={value}"));
+        }
         let _ = shared.process.set(context.process_handle());
         forward_lines(outputs.stdout, shared.clone(), StreamName::Stdout);
         forward_lines(outputs.stderr, shared.clone(), StreamName::Stderr);

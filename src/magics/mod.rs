@@ -8,6 +8,7 @@
 //! into the cell's single `error` output.
 
 mod args;
+pub mod build_cache;
 pub mod checkpoint;
 mod dirs;
 mod env;
@@ -113,6 +114,7 @@ impl Registry {
         magics.extend(timing::magics());
         magics.extend(inspect::magics());
         magics.extend(checkpoint::magics());
+        magics.extend(build_cache::magics());
         magics.extend(kaggle::magics());
         magics.sort_by_key(|magic| (magic.kind == Kind::Cell, magic.name));
         Registry { magics }

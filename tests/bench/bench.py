@@ -8,6 +8,12 @@ asserts a time.
 
 Usage: bench.py [--rounds N] [--json FILE] [--kernels ferrolab,evcxr,python3]
                 [--evcxr-binary PATH] [--ferrolab-before PATH]
+                [--dep-rounds N] [--dep SPEC]
+
+The `:dep` rows build a crate in a first and then a second kernel, each pair
+with fresh cache directories: ferrolab (its build cache on, as shipped),
+evcxr_jupyter as shipped, and evcxr_jupyter with its own `:cache 2000` typed
+first. `--dep-rounds 0` skips them.
 
 `--ferrolab-before PATH` adds another ferrolab build (e.g. one of `main`) as a
 column, so a change is measured before and after in the same alternating run.
@@ -363,12 +369,84 @@ def cell(values, figure):
     return f"{fmt(median, figure)} ({fmt(min(values), figure)}–{fmt(max(values), figure)})"
 
 
+# ---- `:dep` in a first and a second kernel (the build cache) ----
+
+DEP_VARIANTS = {
+    # label: (kernel name, cell run before the timed one)
+    "ferrolab": ("ferrolab", None),
+    "evcxr_jupyter": ("evcxr", None),
+    "evcxr_jupyter + :cache 2000": ("evcxr", ":cache 2000"),
+}
+
+
+def dep_cell(spec):
+    """`:dep SPEC` and a line that uses the crate (`use name as _;`)."""
+    name = spec.split("=")[0].strip().replace("-", "_")
+    return f":dep {spec}\nuse {name} as _;\n1"
+
+
+def dep_in_new_kernel(kernel_name, env, setup, cell):
+    """Seconds for `cell` in a kernel that has already run one cell."""
+    manager = jupyter_client.KernelManager(kernel_name=kernel_name)
+    manager.start_kernel(env={**os.environ, **env})
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=300)
+        execute(client, "1 + 1")
+        if setup:
+            execute(client, setup)
+        return execute(client, cell, timeout=3600)[0]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+
+
+def dep_rows(kernels, spec, rounds):
+    """{variant: {row: [seconds per round]}} for a first and a second kernel."""
+    cell = dep_cell(spec)
+    results = {}
+    for round_number in range(rounds):
+        for label, (kernel_name, setup) in DEP_VARIANTS.items():
+            if kernel_name not in kernels:
+                continue
+            with tempfile.TemporaryDirectory(prefix="ferrolab-bench-cache-") as cache:
+                # Private, empty caches: evcxr's :cache lives in $XDG_CACHE_HOME/evcxr.
+                env = {"XDG_CACHE_HOME": cache,
+                       "FERROLAB_BUILD_CACHE_DIR": os.path.join(cache, "ferrolab-build-cache")}
+                for row in ("first kernel", "second kernel"):
+                    print(f"dep round {round_number + 1}/{rounds}: {label}, {row}", file=sys.stderr)
+                    seconds = dep_in_new_kernel(kernel_name, env, setup, cell)
+                    results.setdefault(label, {}).setdefault(row, []).append(seconds)
+    return results
+
+
+def print_dep_table(spec, results, rounds):
+    labels = list(results)
+    peers = [label for label in labels if label != "ferrolab"]
+    header = ["`:dep " + spec + "`"] + labels + [f"ferrolab ÷ {peer}" for peer in peers]
+    print(f"\nbuild cache: `:dep {spec}` (and one use of it) after the kernel ran one cell; "
+          f"{rounds} round(s), fresh caches per round, medians (min–max)\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in ("first kernel", "second kernel"):
+        line = [row] + [cell(results[label].get(row, []), row) for label in labels]
+        for peer in peers:
+            ours = results.get("ferrolab", {}).get(row)
+            theirs = results[peer].get(row)
+            line.append(f"{statistics.median(ours) / statistics.median(theirs):.2f}×"
+                        if ours and theirs else "—")
+        print("| " + " | ".join(line) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--kernels", default="ferrolab,evcxr,python3")
     parser.add_argument("--evcxr-binary", help="evcxr_jupyter to compare with (./kernel bench installs one)")
+    parser.add_argument("--dep-rounds", type=int, default=1, help="rounds of the :dep rows (0 skips them)")
+    parser.add_argument("--dep", default='regex = "1"', help="the crate the :dep rows build")
     parser.add_argument("--ferrolab-before", metavar="PATH",
                         help="another ferrolab binary to compare with (adds a 'ferrolab before' column)")
     parser.add_argument("--soak", type=float, metavar="MINUTES",
@@ -418,10 +496,14 @@ def main():
             else:
                 row.append("—")
         print("| " + " | ".join(row) + " |")
+    dep_results = dep_rows(kernels, args.dep, args.dep_rounds) if args.dep_rounds > 0 else {}
+    if dep_results:
+        print_dep_table(args.dep, dep_results, args.dep_rounds)
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"date": str(date.today()), "machine": platform.node(), "cpus": os.cpu_count(),
-                       "rounds": args.rounds, "results": {LABEL[k]: v for k, v in results.items()}}, file, indent=2)
+                       "rounds": args.rounds, "results": {LABEL[k]: v for k, v in results.items()},
+                       "dep": {"spec": args.dep, "results": dep_results}}, file, indent=2)
         print(f"\nwrote {args.json}")
 
 

@@ -1,0 +1,247 @@
+"""The shared build cache through real kernels.
+
+A second kernel's `:dep` gets its crates from the cache instead of compiling
+them; two kernels building the same `:dep` at once both succeed and leave a
+consistent cache; the cache can be turned off; `%build_cache` and
+`ferrolab cache` report the same numbers.
+
+The two module kernels share one fresh cache directory. Each test asserts on
+what its own cells did (the cache's per-kernel record of hits and misses, the
+entries it holds), so the tests pass in any order and alone.
+"""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import Kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "ferrolab"
+ITOA = ':dep itoa = "1"\nitoa::Buffer::new().format({n}).to_string()'
+SMALLVEC = (
+    ':dep smallvec = "1"\n'
+    "let v: smallvec::SmallVec<[u8; 4]> = smallvec::smallvec![1, 2, 3]; v.len()"
+)
+BUILD_TIMEOUT = 900
+# ferrolab's checkpoint runtime and the crates it needs, added to a kernel's first `:dep`.
+RUNTIME_CRATES = {"ferrolab_checkpoint", "serde", "serde_json", "rmp_serde", "sha2"}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("build-cache") / "cache"
+
+
+@pytest.fixture(scope="module")
+def kernels(cache_dir):
+    env = {"FERROLAB_BUILD_CACHE_DIR": str(cache_dir)}
+    first = Kernel(env=env)
+    second = Kernel(env=env)
+    yield first, second
+    first.shutdown()
+    second.shutdown()
+
+
+def magic(kernel, args=""):
+    """%build_cache's JSON."""
+    outcome = kernel.execute(f"%build_cache {args}".strip())
+    assert outcome.status == "ok", outcome.error()
+    return outcome.of_type("execute_result")[-1]["data"]["application/json"]
+
+
+def cli(directory, *args, check=True):
+    result = subprocess.run(
+        [str(BINARY), "cache", *args, "--json"],
+        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def run_ok(kernel, code):
+    outcome = kernel.execute(code, timeout=BUILD_TIMEOUT)
+    assert outcome.status == "ok", outcome.error()
+    return outcome
+
+
+def test_a_second_kernel_gets_the_crates_from_the_cache(kernels, cache_dir):
+    first, second = kernels
+    assert run_ok(first, ITOA.format(n=1234)).result_text() == '"1234"'
+    stored = {entry["crate_name"] for entry in cli(cache_dir, "list")}
+    assert "itoa" in stored, stored
+
+    before = magic(second)["session"]
+    assert run_ok(second, ITOA.format(n=5678)).result_text() == '"5678"'
+    after = magic(second)["session"]
+    # The second kernel's build restored itoa (and the rest) and compiled
+    # nothing the cache had: rustc ran for none of its cacheable crates.
+    assert "itoa" in after["crates_hit"], after
+    assert "itoa" not in after["crates_missed"], after
+    assert after["hits"] > before["hits"], (before, after)
+    assert after["misses"] == before["misses"], (before, after)
+    assert after["saved_ms"] > before["saved_ms"]
+
+
+def test_two_kernels_building_the_same_dep_at_once(kernels, cache_dir):
+    first, second = kernels
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = list(
+            pool.map(lambda k: k.execute(SMALLVEC, timeout=BUILD_TIMEOUT), (first, second))
+        )
+    for outcome in outcomes:
+        assert outcome.status == "ok", outcome.error()
+        assert outcome.result_text() == "3"
+    listing = cli(cache_dir, "list")
+    assert [e["crate_name"] for e in listing].count("smallvec") == 1, listing
+    assert cli(cache_dir, "verify")["problems"] == []
+    sessions = [magic(kernel)["session"] for kernel in (first, second)]
+    both_compiled = all("smallvec" in s["crates_missed"] for s in sessions)
+    print(f"both kernels compiled smallvec at once: {both_compiled}")
+    # A kernel that got it from the other has it as a hit; none lost it.
+    for session in sessions:
+        assert "smallvec" in set(session["crates_missed"]) | set(session["crates_hit"])
+
+    # The entry both wrote works in a third build directory: a fresh kernel.
+    # This is the third kernel's first `:dep`, so ferrolab's own runtime
+    # crates (for %checkpoint) come with it: from the cache too, nothing compiled.
+    third = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(cache_dir)})
+    try:
+        assert run_ok(third, SMALLVEC).result_text() == "3"
+        session = magic(third)["session"]
+        assert RUNTIME_CRATES | {"smallvec"} <= set(session["crates_hit"]), session
+        assert session["crates_missed"] == [] and session["misses"] == 0, session
+    finally:
+        third.shutdown()
+
+
+def test_off_means_nothing_is_read_or_written(kernels, cache_dir):
+    _, second = kernels
+    off = second.execute("%build_cache off")
+    assert off.status == "ok", off.error()
+    assert "off" in off.stream_text()
+    try:
+        assert magic(second)["state"].startswith("off")
+        before = magic(second)["session"]
+        run_ok(second, ':dep fnv = "1"\nfnv::FnvHashMap::<u8, u8>::default().len()')
+        after = magic(second)["session"]
+        assert (after["hits"], after["misses"]) == (before["hits"], before["misses"])
+        assert "fnv" not in {entry["crate_name"] for entry in cli(cache_dir, "list")}
+    finally:
+        assert second.execute("%build_cache on").status == "ok"
+    assert magic(second)["state"] == "on"
+
+
+def test_a_kernel_started_with_size_zero_has_no_cache(tmp_path):
+    directory = tmp_path / "cache"
+    kernel = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(directory), "FERROLAB_BUILD_CACHE_MB": "0"})
+    try:
+        report = kernel.execute("%build_cache")
+        assert report.status == "ok"
+        assert "off (FERROLAB_BUILD_CACHE_MB=0)" in report.result_text()
+        # Every Rust cell is a cargo build (of the session's crate): with the
+        # cache off it runs without the wrapper and leaves nothing behind.
+        # (A `:dep` with the cache off is built in test_off_means_nothing_is_read_or_written.)
+        assert run_ok(kernel, "let a = 40 + 2; a").result_text() == "42"
+        assert not directory.exists(), "the cache directory was created"
+    finally:
+        kernel.shutdown()
+
+
+def test_magic_and_command_line_agree_and_clean_up(kernels, cache_dir, tmp_path):
+    first, _ = kernels
+    run_ok(first, ITOA.format(n=1))
+    shown = magic(first)
+    command = cli(cache_dir, "stats")
+    assert shown["dir"] == command["dir"] == str(cache_dir)
+    assert shown["entries"] == command["entries"] > 0
+    assert shown["bytes"] == command["bytes"] > 0
+    assert shown["bytes"] <= shown["limit_bytes"]
+    assert shown["totals"] == command["totals"]
+    text = first.execute("%build_cache").result_text()
+    assert f"Location: {cache_dir}" in text and "crate builds" in text
+    listing = first.execute("%build_cache list").result_text()
+    assert "itoa" in listing
+
+    # Upkeep on copies, so the shared cache stays as the other tests left it.
+    pruned_copy = tmp_path / "pruned"
+    shutil.copytree(cache_dir, pruned_copy)
+    entries = cli(pruned_copy, "stats")["entries"]
+    report = cli(pruned_copy, "prune", "--max-mb", "0")
+    assert report["evicted"] == entries and report["kept"] == 0
+    assert cli(pruned_copy, "stats")["totals"]["evictions"] == entries
+    cleared_copy = tmp_path / "cleared"
+    shutil.copytree(cache_dir, cleared_copy)
+    assert cli(cleared_copy, "clear")["removed"] == entries
+    assert cli(cleared_copy, "stats")["entries"] == 0
+
+    # A damaged entry is reported by verify (and the command fails).
+    damaged = tmp_path / "damaged"
+    shutil.copytree(cache_dir, damaged)
+    entry = next((damaged / "entries").iterdir())
+    artifact = next(p for p in entry.iterdir() if p.name not in ("manifest.json", "inputs.txt", "used"))
+    artifact.chmod(0o600)
+    artifact.write_bytes(b"not what was stored")
+    result = cli(damaged, "verify", check=False)
+    assert len(result["problems"]) == 1
+    assert subprocess.run([str(BINARY), "cache", "verify"], capture_output=True,
+                          env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(damaged)}).returncode == 1
+
+
+def entry_of(directory, crate_name):
+    """The one published entry for `crate_name` (its directory)."""
+    found = [
+        entry
+        for entry in (directory / "entries").iterdir()
+        if json.loads((entry / "manifest.json").read_text())["crate_name"] == crate_name
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_prebuild_fills_it_and_a_tampered_entry_is_rebuilt_not_linked(kernels, cache_dir):
+    first, _ = kernels
+    prebuild = subprocess.run(
+        [str(BINARY), "prebuild", "--together", 'ryu = "1"', 'hex = "0.4"'],
+        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache_dir)},
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert prebuild.returncode == 0, prebuild.stderr
+    assert 'ryu = "1" + hex = "0.4": ready' in prebuild.stdout, prebuild.stdout
+
+    # Tamper with what prebuild stored for ryu: same size, other bytes.
+    entry = entry_of(cache_dir, "ryu")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    library = entry / next(f["name"] for f in manifest["files"] if f["emit"] == "link")
+    original = library.read_bytes()
+    library.chmod(0o600)
+    library.write_bytes(bytes(b ^ 0xFF for b in original[:64]) + original[64:])
+    corrupt_before = cli(cache_dir, "stats")["totals"]["corrupt"]
+    before = magic(first)["session"]
+
+    outcome = run_ok(
+        first,
+        ':dep ryu = "1"\n:dep hex = "0.4"\n'
+        "format!(\"{} {}\", ryu::Buffer::new().format(1.5f64), hex::encode([0xab, 0x01]))",
+    )
+    assert outcome.result_text() == '"1.5 ab01"'
+    after = magic(first)["session"]
+    # hex came from prebuild's entry; ryu's damaged entry was refused and
+    # ryu compiled again (the build never linked the tampered file).
+    assert "hex" in after["crates_hit"] and "hex" not in before["crates_hit"], after
+    assert "ryu" in after["crates_missed"] and "ryu" not in after["crates_hit"], after
+    assert cli(cache_dir, "stats")["totals"]["corrupt"] == corrupt_before + 1
+    # The fresh compile replaced it: the cache is whole again.
+    assert cli(cache_dir, "verify")["problems"] == []
+    assert entry_of(cache_dir, "ryu").joinpath("manifest.json").exists()
