@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 /// The crate evcxr builds each cell as.
-const SESSION_CRATE: &str = "ctx";
+const SESSION_CRATE: &str = super::evcxr_contract::SESSION_CRATE;
 
 /// Removes the session crate's build state under `crate_dir` (evcxr's build
 /// directory); returns what was removed.

@@ -21,8 +21,10 @@
 
 pub mod build_cleanup;
 pub mod build_log;
+pub mod evcxr_contract;
 mod link;
 pub mod link_frame;
+pub mod one_compile;
 mod prelude;
 pub mod relay;
 mod render;

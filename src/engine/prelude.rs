@@ -1,221 +1,40 @@
 //! Rust source that ferrolab evaluates in every session before the first cell.
 //!
-//! It defines the `ferrolab` module users call for rich output
+//! [`ITEMS`] defines the `ferrolab` module users call for rich output
 //! (`ferrolab::display_html(..)`, `ferrolab::display("image/svg+xml", ..)`,
 //! `ferrolab::update_display(..)`, `ferrolab::clear_output()`) and input
-//! (`ferrolab::input(..)`, `ferrolab::password(..)`), and a setup call
-//! that runs once per runtime process: a panic hook that reports the panic
-//! message to the kernel, and a small thread that flushes Rust's line-buffered
-//! stdout when the relay asks, so `print!` without a newline shows promptly.
-//! Both talk to the relay through envelopes (see `relay::parser`).
+//! (`ferrolab::input(..)`, `ferrolab::password(..)`); its source is
+//! `prelude/ferrolab.rs`, a real Rust file that ferrolab's own tests compile
+//! (so rustc and clippy check it). [`SETUP`] runs once per runtime process: a
+//! panic hook that reports the panic message to the kernel, and a small thread
+//! that flushes Rust's line-buffered stdout when the relay asks, so `print!`
+//! without a newline shows promptly. Both talk to the relay through envelopes
+//! (see `relay::parser`).
 
 /// Item definitions; evcxr keeps them for every later cell.
-pub const ITEMS: &str = r#"
-#[allow(dead_code, unused_macros, unused_imports)]
-mod ferrolab {
-    use std::io::Write;
-
-    fn json_string(text: &str) -> String {
-        let mut out = String::with_capacity(text.len() + 2);
-        out.push('"');
-        for c in text.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
-    }
-
-    fn envelope(kind: &str, payload: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        let _ = write!(out, "\x1b_ferrolab;{};{}\x1b\\", kind, payload.len());
-        let _ = out.write_all(payload);
-        let _ = out.flush();
-    }
-
-    fn send_display(kind: &str, mime: &str, data: &str, id: Option<&str>) {
-        let mut bundle = format!("{}: {}", json_string(mime), json_string(data));
-        if mime != "text/plain" {
-            bundle.push_str(&format!(", \"text/plain\": {}", json_string(&format!("<{mime} output>"))));
-        }
-        let id = id.map_or("null".to_string(), json_string);
-        let payload = format!("{{\"data\": {{{bundle}}}, \"metadata\": {{}}, \"display_id\": {id}}}");
-        envelope(kind, payload.as_bytes());
-    }
-
-    /// Shows `data` of the given MIME type below the cell, while it runs.
-    /// Binary types (image/png, image/jpeg) take base64 text.
-    pub fn display(mime: &str, data: &str) {
-        send_display("display", mime, data, None);
-    }
-
-    /// Like `display`, with an id that `update_display` can replace later.
-    pub fn display_with_id(id: &str, mime: &str, data: &str) {
-        send_display("display", mime, data, Some(id));
-    }
-
-    /// Replaces the output shown earlier with `display_with_id(id, ..)`.
-    pub fn update_display(id: &str, mime: &str, data: &str) {
-        send_display("update_display", mime, data, Some(id));
-    }
-
-    pub fn display_html(html: &str) {
-        display("text/html", html);
-    }
-
-    pub fn display_markdown(markdown: &str) {
-        display("text/markdown", markdown);
-    }
-
-    pub fn display_svg(svg: &str) {
-        display("image/svg+xml", svg);
-    }
-
-    fn ask(marker: &str, prompt: &str) -> String {
-        // evcxr's input protocol: the prompt ends at the first ':'.
-        let prompt = prompt.trim_end().trim_end_matches(':').replace(':', " ");
-        println!("{marker}:{prompt}");
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-        line.trim_end_matches(['\r', '\n']).to_string()
-    }
-
-    /// Asks the notebook for a line of text (an input box under the cell).
-    pub fn input(prompt: &str) -> String {
-        ask("EVCXR_INPUT_REQUEST", prompt)
-    }
-
-    /// Like `input`, but the frontend hides what is typed (for keys and tokens).
-    pub fn password(prompt: &str) -> String {
-        ask("EVCXR_INPUT_REQUEST_PASSWORD", prompt)
-    }
-
-    /// Clears the cell's output (with `wait`, when the next output arrives).
-    pub fn clear_output(wait: bool) {
-        envelope("clear", if wait { b"wait" } else { b"now" });
-    }
-
-    /// Hex-encodes strings, comma-separated (how `!cmd {expr}` gets values back).
-    #[doc(hidden)]
-    pub fn __hex(parts: &[String]) -> String {
-        let hex: Vec<String> = parts
-            .iter()
-            .map(|part| part.bytes().map(|byte| format!("{byte:02x}")).collect())
-            .collect();
-        hex.join(",")
-    }
-
-    #[doc(hidden)]
-    macro_rules! __checkpoint {
-        (@save $force:expr; $($var:ident),+ ; $($metric:ident = $value:expr),* ; $($file:expr),*) => {{
-            #[allow(unused_imports)]
-            use ferrolab_checkpoint::{ViaNothing as _, ViaSerde as _};
-            match ferrolab_checkpoint::in_cell::begin($force) {
-                Some(mut __save) => {
-                    $(
-                        let __ty = __save.type_of(stringify!($var), std::any::type_name_of_val(&$var));
-                        (&&ferrolab_checkpoint::Probe(&$var)).ferrolab_save(__save.writer(), stringify!($var), &__ty);
-                    )+
-                    $( __save.metric(stringify!($metric), ($value) as f64); )*
-                    $( __save.file($file); )*
-                    __save.finish()
-                }
-                None => false,
-            }
-        }};
-        ($force:expr; $($var:ident),+ ; files = [$($file:expr),* $(,)?] $(,)?) => {{
-            crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; ; $($file),*)
-        }};
-        ($force:expr; $($var:ident),+ ; $($metric:ident = $value:expr),+ ; files = [$($file:expr),* $(,)?] $(,)?) => {{
-            crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; $($metric = $value),+ ; $($file),*)
-        }};
-        ($force:expr; $($var:ident),+ $(; $($metric:ident = $value:expr),+)? $(,)?) => {{
-            crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; $($($metric = $value),+)? ; )
-        }};
-    }
-    pub(crate) use __checkpoint;
-
-    /// `ferrolab::checkpoint!(epoch, model; loss = val_loss)` saves the named
-    /// values from inside a running cell, at most once per
-    /// `%checkpoint auto --every` (default 10 minutes); true when it saved.
-    /// `; files = ["model.safetensors"]` at the end includes files (weights).
-    macro_rules! checkpoint {
-        ($($tokens:tt)+) => { crate::ferrolab::__checkpoint!(false; $($tokens)+) };
-    }
-    pub(crate) use checkpoint;
-
-    /// Like `checkpoint!`, without the rate limit.
-    macro_rules! checkpoint_now {
-        ($($tokens:tt)+) => { crate::ferrolab::__checkpoint!(true; $($tokens)+) };
-    }
-    pub(crate) use checkpoint_now;
-
-    /// ferrolab puts a call to this before the first statement of every cell:
-    /// if an interrupt claimed the cell's gate file first, the cell unwinds
-    /// here, before any statement of the user's ran (evcxr keeps every earlier
-    /// variable, as after a caught panic); otherwise the file marks the start.
-    #[doc(hidden)]
-    pub fn __gate(gate: &str) {
-        let opened = std::fs::OpenOptions::new().write(true).create_new(true).open(gate);
-        if let Err(error) = opened {
-            if error.kind() == std::io::ErrorKind::AlreadyExists
-                && std::fs::read(gate).is_ok_and(|mark| mark == b"interrupted")
-            {
-                std::panic::resume_unwind(Box::new("ferrolab: interrupted before the cell started"));
-            }
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn __setup() {
-        let main_thread = std::thread::current().id();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = if let Some(text) = info.payload().downcast_ref::<&str>() {
-                text.to_string()
-            } else if let Some(text) = info.payload().downcast_ref::<String>() {
-                text.clone()
-            } else {
-                "Box<dyn Any>".to_string()
-            };
-            let current = std::thread::current();
-            let thread = if current.id() == main_thread {
-                "main".to_string()
-            } else {
-                current.name().unwrap_or("<unnamed>").to_string()
-            };
-            let payload = format!("{thread}\n{message}");
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\x1b_ferrolab;panic;{}\x1b\\", payload.len());
-            let _ = err.write_all(payload.as_bytes());
-        }));
-        let Ok(fds) = std::env::var("FERROLAB_FLUSH_FDS") else { return };
-        // SAFETY: the runtime reads no environment; runs before user threads exist.
-        unsafe { std::env::remove_var("FERROLAB_FLUSH_FDS") };
-        let Some((requests, acks)) = fds.split_once(',') else { return };
-        let (Ok(requests), Ok(acks)) = (requests.parse::<i32>(), acks.parse::<i32>()) else { return };
-        use std::os::fd::FromRawFd;
-        // SAFETY: the relay created these descriptors for this thread alone.
-        let mut requests = unsafe { std::fs::File::from_raw_fd(requests) };
-        let mut acks = unsafe { std::fs::File::from_raw_fd(acks) };
-        let _ = std::thread::Builder::new().name("ferrolab-flush".into()).spawn(move || {
-            use std::io::Read;
-            let _ = acks.write_all(b"h");
-            let mut byte = [0u8; 1];
-            while let Ok(1) = requests.read(&mut byte) {
-                let _ = std::io::stdout().flush();
-                let _ = acks.write_all(&byte);
-            }
-        });
-    }
-}
-"#;
+pub const ITEMS: &str = concat!(
+    "#[allow(dead_code, unused_macros, unused_imports)]\nmod ferrolab {\n",
+    include_str!("prelude/ferrolab.rs"),
+    "}\n"
+);
 
 /// Runs once per runtime process (after start, a crash, `:restart` or `:clear`).
 pub const SETUP: &str = "ferrolab::__setup();";
+
+/// The session's `ferrolab` module, compiled as part of the tests.
+#[cfg(test)]
+#[allow(dead_code, unused_macros, unused_imports)]
+mod ferrolab;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_wrap_the_module_source() {
+        assert!(ITEMS.starts_with("#[allow("));
+        assert!(ITEMS.contains("\nmod ferrolab {\n//! The `ferrolab` module"));
+        assert!(ITEMS.trim_end().ends_with('}'));
+        assert!(ITEMS.contains("pub fn __setup()"));
+    }
+}

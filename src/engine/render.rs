@@ -150,7 +150,7 @@ fn render_one(
                     " {}",
                     message
                         .label
-                        .replace("`evcxr_variable_store`", "<end of input>")
+                        .replace(super::evcxr_contract::VARIABLE_STORE, "<end of input>")
                 )
             } else {
                 String::new()

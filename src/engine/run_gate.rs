@@ -219,7 +219,7 @@ fn is_rust_code(line: &str) -> bool {
     if line.starts_with('!') || line.starts_with("//") || line.trim().is_empty() {
         return false;
     }
-    if line.trim_start_matches(' ').starts_with(':') {
+    if super::evcxr_contract::is_command_line(line) {
         return false;
     }
     !line.trim_start().starts_with("#!")

@@ -1,7 +1,8 @@
 //! The engine thread: owns evcxr's `CommandContext` and serves jobs in order.
 
 use super::{
-    CellRun, CompletionSet, Hover, Job, Shared, build_cleanup, prelude, render, run_gate, toolchain,
+    CellRun, CompletionSet, Hover, Job, Shared, build_cleanup, one_compile, prelude, render,
+    run_gate, toolchain,
 };
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crossbeam_channel::Receiver;
@@ -24,6 +25,15 @@ struct Worker {
     runtime_pid: Option<u32>,
     /// The directory evcxr builds the session crate in.
     crate_dir: Option<PathBuf>,
+    /// Whether final values may be shown with one compile (see
+    /// [`one_compile`]); `FERROLAB_ONE_COMPILE=0` turns it off.
+    one_compile: bool,
+    /// The session's display settings; `None` until read (again, after a
+    /// cell with evcxr commands, which may have changed them).
+    display: Option<one_compile::DisplaySettings>,
+    /// Whether `:fmt` is evcxr's default (tracked: evcxr cannot report it
+    /// without resetting it).
+    default_format: bool,
 }
 
 pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
@@ -180,6 +190,9 @@ impl Worker {
             needs_prelude: true,
             runtime_pid: None,
             crate_dir,
+            one_compile: one_compile::enabled_by_env(),
+            display: None,
+            default_format: true,
         };
         let prelude_started = std::time::Instant::now();
         worker.prepare_runtime(None);
@@ -279,6 +292,7 @@ impl Worker {
         let _ = self.shared.link.take_times();
         let before: Vec<(String, String)> = self.variables();
         let clears = code.lines().any(|line| line.trim() == ":clear");
+        let rewritten = self.one_compile_rewrite(code);
         let guarded = match run_gate::guard(code, gate) {
             Some(guarded) if !self.needs_prelude && !clears => Some(guarded),
             unusable => {
@@ -295,26 +309,29 @@ impl Worker {
             .as_ref()
             .map_or(code, |guarded| guarded.code.as_str());
 
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.context.execute_with_callbacks(
-                to_run,
-                &mut EvalCallbacks {
-                    input_reader: &|request| match cell.input(&request.prompt, request.is_password)
-                    {
-                        Ok(line) => line,
-                        Err(error) => {
-                            cell.stream(
-                                StreamName::Stderr,
-                                &format!(
-                                    "ferrolab: no input: {error}; the program reads an empty line\n"
-                                ),
-                            );
-                            String::new()
-                        }
-                    },
-                },
-            )
-        }));
+        // The rewritten cell, behind the same gate line (the rewrite changes
+        // no line, so `gate_line` holds for both).
+        let rewritten = rewritten.map(|rewritten| match &guarded {
+            Some(_) => run_gate::guard(&rewritten, gate).map_or(rewritten, |g| g.code),
+            None => rewritten,
+        });
+        let mut result = self.run_code(rewritten.as_deref().unwrap_or(to_run), cell);
+        if rewritten.is_some()
+            && matches!(result, Ok(Err(evcxr::Error::CompilationErrors(_))))
+            && !self.shared.interrupt_requested.load(Ordering::SeqCst)
+            && !cell.is_cancelled()
+            && !self.shared.gate.stopped()
+        {
+            // It did not compile, so none of it ran: let evcxr show the cell
+            // its own way (its error, or a value the rewrite cannot show).
+            log::debug!("one-compile display did not compile; running the cell as written");
+            result = self.run_code(to_run, cell);
+        }
+        if one_compile::has_commands(code) {
+            self.display = None;
+            let succeeded = matches!(result, Ok(Ok(_)));
+            self.default_format = one_compile::format_after(code, self.default_format, succeeded);
+        }
 
         self.shared.link.sync(SYNC_TIMEOUT);
         let interrupted =
@@ -346,6 +363,69 @@ impl Worker {
             Ok(Err(error)) => self.failure(error, code, first_line, gate_line),
         };
         (outcome, Vec::new())
+    }
+
+    /// Runs `code` through evcxr, asking the notebook for input lines.
+    fn run_code(
+        &mut self,
+        code: &str,
+        cell: &CellContext,
+    ) -> std::thread::Result<Result<EvalOutputs, evcxr::Error>> {
+        catch_unwind(AssertUnwindSafe(|| {
+            self.context.execute_with_callbacks(
+                code,
+                &mut EvalCallbacks {
+                    input_reader: &|request| match cell.input(&request.prompt, request.is_password)
+                    {
+                        Ok(line) => line,
+                        Err(error) => {
+                            cell.stream(
+                                StreamName::Stderr,
+                                &format!(
+                                    "ferrolab: no input: {error}; the program reads an empty line\n"
+                                ),
+                            );
+                            String::new()
+                        }
+                    },
+                },
+            )
+        }))
+    }
+
+    /// The cell with its final value shown in one compile, where that shows
+    /// exactly what evcxr would (see [`one_compile`]).
+    fn one_compile_rewrite(&mut self, code: &str) -> Option<String> {
+        if !self.one_compile || self.needs_prelude {
+            return None;
+        }
+        let rewritten = one_compile::rewrite(code)?;
+        let display = match self.display {
+            Some(display) => display,
+            None => {
+                let display = self.read_display_settings()?;
+                self.display = Some(display);
+                display
+            }
+        };
+        display.rewrite_matches_evcxr().then_some(rewritten)
+    }
+
+    /// Asks evcxr for `:types` (a command: nothing compiles). It only
+    /// toggles, so it is toggled twice; the first answer says what it was.
+    fn read_display_settings(&mut self) -> Option<one_compile::DisplaySettings> {
+        let mut answer = |command: &str| {
+            self.context
+                .execute(command)
+                .ok()
+                .and_then(|outputs| outputs.content_by_mime_type.get("text/plain").cloned())
+        };
+        let toggled = answer(":types")?;
+        let _restored = answer(":types")?;
+        Some(one_compile::DisplaySettings::new(
+            self.default_format,
+            &toggled,
+        ))
     }
 
     /// A build killed part-way can leave the session crate's incremental

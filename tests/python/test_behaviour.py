@@ -211,6 +211,122 @@ def test_trailing_value_with_custom_html_display(kernel):
     assert data["text/html"] == "<table><tr><td>loss</td><td>0.25</td></tr></table>"
 
 
+# One compile per expression cell (src/engine/one_compile.rs): a cell's final
+# value is shown by a rewritten statement, not by evcxr's two-compile probing.
+# A second kernel with the rewrite switched off (FERROLAB_ONE_COMPILE=0) is
+# evcxr's own path: every case must come out of both identically.
+@pytest.fixture(scope="module")
+def evcxr_path_kernel():
+    running = Kernel(env={"FERROLAB_ONE_COMPILE": "0"})
+    yield running
+    running.shutdown()
+
+
+ONE_COMPILE_TYPES = (
+    "#[derive(Debug)]\n"
+    "struct Html(u8);\n"
+    "impl Html {\n"
+    '    fn evcxr_display(&self) { println!("EVCXR_BEGIN_CONTENT text/html\\n<b>{}</b>\\nEVCXR_END_CONTENT", self.0); }\n'
+    "}\n"
+    "struct Opaque;\n"
+    "let kept_text = String::from(\"kept\");"
+)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "40 + 2",
+        'String::from("a \\"quoted\\" string")',
+        "Html(7)",
+        "()",
+        'println!("printed")',
+        "vec![Some(1.5), None]",
+        "kept_text",
+        "Opaque",
+        "undefined_name + 1",
+        "let x = 1;\nx +",
+    ],
+)
+def test_final_values_are_shown_as_evcxr_shows_them(kernel, evcxr_path_kernel, code):
+    outcomes = []
+    for running in (kernel, evcxr_path_kernel):
+        assert running.execute(ONE_COMPILE_TYPES).status == "ok"
+        outcomes.append(running.execute(code))
+    one, evcxr = outcomes
+    assert one.status == evcxr.status
+    assert comparable(one) == comparable(evcxr)
+
+
+def comparable(outcome):
+    """Outputs without what differs between two kernels anyway: the execution
+    count, and line numbers of evcxr's generated source (`src/lib.rs:N`) in an
+    error that is not in the user's code."""
+    shown = []
+    for kind, content in outcome.outputs:
+        if kind == "error":
+            generated = any("src/lib.rs" in line for line in content["traceback"])
+            lines = None if generated else content["traceback"]
+            shown.append((kind, content["ename"], content["evalue"], lines))
+        else:
+            shown.append((kind, content.get("data"), content.get("metadata"), content.get("text")))
+    return shown
+
+
+def test_one_compile_shows_own_display_and_debug(kernel):
+    assert kernel.execute(ONE_COMPILE_TYPES).status == "ok"
+    html = kernel.execute("Html(7)").of_type("execute_result")[0]["data"]
+    assert html["text/html"] == "<b>7</b>"
+    assert kernel.execute("kept_text").result_text() == '"kept"'
+    # Showing a variable borrows it, as under evcxr: it is still there.
+    assert kernel.execute("kept_text.len()").result_text() == "4"
+    assert kernel.execute("()").of_type("execute_result") == []
+    opaque = kernel.execute("Opaque")
+    assert opaque.status == "error" and "Debug" in opaque.error()["evalue"]
+
+
+def test_a_final_expression_that_moves_a_variable_moves_it_on_both_paths(kernel, evcxr_path_kernel):
+    for running in (kernel, evcxr_path_kernel):
+        assert running.execute('let moved_away = String::from("gone");').status == "ok"
+        assert running.execute("{ moved_away }").result_text() == '"gone"'
+        after = running.execute("moved_away")
+        assert after.status == "error" and "E0425" in after.error()["evalue"]
+
+
+def test_an_expression_cell_compiles_once(kernel, evcxr_path_kernel):
+    # evcxr's `:timing` names its phases; "Fallback" is the failed
+    # `evcxr_display` compile that the one-compile path avoids.
+    timed = []
+    for running in (kernel, evcxr_path_kernel):
+        running.execute("let timed = 1;")
+        assert "Timing: true" in running.execute(":timing").result_text()
+        try:
+            timed.append(running.execute("timed + 1"))
+        finally:
+            assert "Timing: false" in running.execute(":timing").result_text()
+    one, evcxr = timed
+    assert one.result_text() == evcxr.result_text() == "2"
+    assert "Took" in one.stream_text() and "Fallback" not in one.stream_text()
+    assert "Fallback" in evcxr.stream_text()
+
+
+def test_changed_display_settings_turn_the_one_compile_path_off(kernel):
+    assert kernel.execute(":fmt {:#?}").status == "ok"
+    try:
+        pretty = kernel.execute("(1, 2)")
+    finally:
+        kernel.execute(":fmt {:?}")
+    assert pretty.result_text() == "(\n    1,\n    2,\n)"
+    assert kernel.execute("(1, 2)").result_text() == "(1, 2)"
+    assert kernel.execute(":types").status == "ok"
+    try:
+        typed = kernel.execute("3u8")
+    finally:
+        kernel.execute(":types")
+    assert typed.result_text() == ": u8 = 3"
+    assert kernel.execute("3u8").result_text() == "3"
+
+
 def test_evcxr_commands_work(kernel):
     kernel.execute("let listed_variable: u8 = 5;")
     outcome = kernel.execute(":vars")

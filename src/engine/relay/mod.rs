@@ -23,6 +23,7 @@ mod fds;
 pub mod parser;
 pub mod stdin_watch;
 
+use crate::engine::evcxr_contract;
 use crate::engine::link_frame::{self, Notice, Order};
 use parser::{Event, OutputParser};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -34,7 +35,6 @@ pub const LINK_ENV: &str = "FERROLAB_LINK";
 /// Environment variable through which user-land code finds the flush pipes.
 pub const FLUSH_FDS_ENV: &str = "FERROLAB_FLUSH_FDS";
 const TICK: Duration = Duration::from_millis(50);
-const EXECUTION_COMPLETE: &[u8] = b"EVCXR_EXECUTION_COMPLETE\n";
 /// Request bytes for the user-land flusher, echoed back as acknowledgements.
 const TICK_FLUSH: &[u8] = b"t";
 const FINAL_FLUSH: &[u8] = b"f";
@@ -71,7 +71,7 @@ fn trace(what: std::fmt::Arguments) {
 /// Call first thing in `main`. In evcxr's runtime child started by ferrolab,
 /// sets up the relay and returns (evcxr's `runtime_hook` then takes over).
 pub fn enter_if_child() {
-    if std::env::var_os("EVCXR_IS_RUNTIME").is_none() {
+    if std::env::var_os(evcxr_contract::IS_RUNTIME_ENV).is_none() {
         return;
     }
     let Some(link) = std::env::var_os(LINK_ENV) else {
@@ -236,7 +236,7 @@ impl Relay {
         // A run starts once the whole `LOAD_AND_RUN` line reached the runtime.
         for &byte in bytes {
             if byte == b'\n' {
-                if self.command_line.starts_with(b"LOAD_AND_RUN ") {
+                if self.command_line.starts_with(evcxr_contract::LOAD_AND_RUN) {
                     self.in_run = true;
                     self.stdin_wait_ticks = 0;
                     self.run_started = Some((Instant::now(), CpuTimes::now()));
@@ -283,9 +283,9 @@ impl Relay {
                         "parent line: {:?}",
                         String::from_utf8_lossy(&line)
                     ));
-                    if line == EXECUTION_COMPLETE {
+                    if line == evcxr_contract::EXECUTION_COMPLETE {
                         self.finish_run(buffer_size);
-                    } else if line.starts_with(evcxr_input_marker()) {
+                    } else if line.starts_with(evcxr_contract::INPUT_REQUEST) {
                         self.input_pending = true;
                     }
                     let _ = fds::write_all(&self.to_parent, &line);
@@ -486,7 +486,8 @@ impl Relay {
                     self.stdin_wait_ticks = 0;
                     trace(format_args!("stdin read detected: asking for input"));
                     self.input_pending = true;
-                    let _ = fds::write_all(&self.to_parent, b"EVCXR_INPUT_REQUEST:\n");
+                    let request = [evcxr_contract::INPUT_REQUEST, b":\n"].concat();
+                    let _ = fds::write_all(&self.to_parent, &request);
                 }
             }
         }
@@ -527,10 +528,6 @@ impl Relay {
             self.link = None;
         }
     }
-}
-
-fn evcxr_input_marker() -> &'static [u8] {
-    b"EVCXR_INPUT_REQUEST"
 }
 
 /// What `drain_at_exit` needs (raw descriptors that live as long as the process).

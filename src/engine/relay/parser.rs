@@ -16,10 +16,12 @@
 //! Bytes that might still become a marker are held; [`OutputParser::release`]
 //! gives them up as user bytes (called on a timer and at the end of a run).
 
+use crate::engine::evcxr_contract;
+
 /// The byte sequence that opens an envelope.
 pub const ENVELOPE_PREFIX: &[u8] = b"\x1b_ferrolab;";
 /// What an evcxr protocol line starts with.
-pub const PARENT_PREFIX: &[u8] = b"EVCXR_";
+pub const PARENT_PREFIX: &[u8] = evcxr_contract::PROTOCOL_PREFIX;
 const MAX_ENVELOPE_HEADER: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,10 +249,10 @@ impl OutputParser {
     fn finish_parent_line(&mut self, line: &[u8]) {
         let text = line.strip_suffix(b"\n").unwrap_or(line);
         if self.in_content_block {
-            if text == b"EVCXR_END_CONTENT" || text == b"EVCXR_PANIC_NOTIFICATION" {
+            if text == evcxr_contract::END_CONTENT || text == evcxr_contract::PANIC_NOTIFICATION {
                 self.in_content_block = false;
             }
-        } else if text.starts_with(b"EVCXR_BEGIN_CONTENT") {
+        } else if text.starts_with(evcxr_contract::BEGIN_CONTENT) {
             self.in_content_block = true;
         }
     }

@@ -194,30 +194,12 @@ pub fn session_files(state: &CheckpointState) -> Vec<(String, Vec<u8>)> {
         ("items.rs".to_owned(), items.into_bytes()),
         ("journal.jsonl".to_owned(), journal_lines.into_bytes()),
     ];
-    if let Some(lock) = evcxr_cargo_lock().and_then(|p| std::fs::read(p).ok()) {
+    if let Some(lock) =
+        crate::engine::evcxr_contract::session_cargo_lock().and_then(|p| std::fs::read(p).ok())
+    {
         files.push(("Cargo.lock".to_owned(), lock));
     }
     files
-}
-
-/// The `Cargo.lock` of the session's last build, under `EVCXR_TMPDIR`.
-fn evcxr_cargo_lock() -> Option<PathBuf> {
-    let root = PathBuf::from(std::env::var_os("EVCXR_TMPDIR")?);
-    let mut pending = vec![(root, 0)];
-    while let Some((dir, depth)) = pending.pop() {
-        let candidate = dir.join("Cargo.lock");
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-        if depth < 3 {
-            for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != "target" {
-                    pending.push((entry.path(), depth + 1));
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Kernel, compiler and machine, for restore-time warnings. The parts that

@@ -1,0 +1,256 @@
+//! Everything ferrolab relies on in evcxr beyond its public API, in one place.
+//!
+//! evcxr is pinned (`evcxr = "=0.22.0"` in Cargo.toml) because these are its
+//! private details: the line protocol between evcxr and its runtime process
+//! (which the relay sits in the middle of), the names it generates into a
+//! cell's code, its build directory layout and the answers of its commands.
+//! Each item below names where evcxr defines it, and the tests read the pinned
+//! evcxr's own source (found with `cargo metadata`) and check that it still
+//! says so: updating evcxr makes them fail until each item is re-checked.
+//!
+//! The session prelude (`prelude/ferrolab.rs`) is Rust sent to the session, so
+//! it spells the runtime markers out itself; a test checks it uses these.
+
+use std::path::{Path, PathBuf};
+
+/// Set in the runtime process evcxr starts (`runtime.rs`,
+/// `EVCXR_IS_RUNTIME_VAR`); ferrolab's binary starts its relay when it sees it.
+pub const IS_RUNTIME_ENV: &str = "EVCXR_IS_RUNTIME";
+
+/// The runtime prints this line when a cell's code returned (`runtime.rs`,
+/// `EVCXR_EXECUTION_COMPLETE`); the relay flushes user output before passing it.
+pub const EXECUTION_COMPLETE: &[u8] = b"EVCXR_EXECUTION_COMPLETE\n";
+
+/// evcxr's command to the runtime that loads and runs a cell's library
+/// (`eval_context.rs` writes it, `runtime.rs` reads it); the relay marks the
+/// start of user code when the whole line reached the runtime.
+pub const LOAD_AND_RUN: &[u8] = b"LOAD_AND_RUN ";
+
+/// Every line of evcxr's runtime protocol on stdout starts with this; the
+/// relay passes such lines to evcxr and everything else to the notebook.
+pub const PROTOCOL_PREFIX: &[u8] = b"EVCXR_";
+
+/// Rich content from the runtime: `EVCXR_BEGIN_CONTENT <mime>`, lines, then
+/// `EVCXR_END_CONTENT` (`eval_context.rs`); the value of a cell is sent so.
+pub const BEGIN_CONTENT: &[u8] = b"EVCXR_BEGIN_CONTENT";
+pub const END_CONTENT: &[u8] = b"EVCXR_END_CONTENT";
+
+/// The runtime's notice that user code panicked (`eval_context.rs`).
+pub const PANIC_NOTIFICATION: &[u8] = b"EVCXR_PANIC_NOTIFICATION";
+
+/// A runtime line asking the notebook for input (`evcxr_input`'s `GET_CMD`);
+/// `<marker>:<prompt>` or, for a hidden answer, `<marker>_PASSWORD:<prompt>`.
+pub const INPUT_REQUEST: &[u8] = b"EVCXR_INPUT_REQUEST";
+pub const INPUT_REQUEST_PASSWORD: &[u8] = b"EVCXR_INPUT_REQUEST_PASSWORD";
+
+/// The name evcxr generates after a cell's code; rustc labels that point past
+/// the end of the user's code name it (evcxr cleans messages, not labels).
+pub const VARIABLE_STORE: &str = "`evcxr_variable_store`";
+
+/// The crate evcxr builds every cell as (`module.rs`, `CRATE_NAME`).
+pub const SESSION_CRATE: &str = "ctx";
+
+/// Where evcxr puts its build directory when set (`toml_parse.rs`).
+pub const TMPDIR_ENV: &str = "EVCXR_TMPDIR";
+
+/// evcxr's default `:fmt`; `:fmt` with no argument sets it back (so the
+/// format cannot be read without being reset).
+pub const DEFAULT_FORMAT: &str = "{:?}";
+
+/// evcxr's answer to `:types` (which toggles) when it turned types on.
+pub const TYPES_ON_ANSWER: &str = "Types: true";
+
+/// Whether evcxr reads `line` as one of its `:commands` (`code_block.rs`,
+/// `COMMAND_RE` = `^ *(:[^ ]*)`): spaces, not tabs, may come before the colon.
+pub fn is_command_line(line: &str) -> bool {
+    line.trim_start_matches(' ').starts_with(':')
+}
+
+/// The `Cargo.lock` of the session's last build: evcxr writes its crate (with
+/// its lock file) a few directories below `EVCXR_TMPDIR`; `target` is skipped.
+pub fn session_cargo_lock() -> Option<PathBuf> {
+    find_cargo_lock(Path::new(&std::env::var_os(TMPDIR_ENV)?))
+}
+
+fn find_cargo_lock(root: &Path) -> Option<PathBuf> {
+    let mut pending = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = pending.pop() {
+        let candidate = dir.join("Cargo.lock");
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        if depth < 3 {
+            for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.file_name() != "target" {
+                    pending.push((entry.path(), depth + 1));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// The source directories of evcxr and its crates, as Cargo.lock pins them.
+    fn sources() -> &'static serde_json::Value {
+        static METADATA: OnceLock<serde_json::Value> = OnceLock::new();
+        METADATA.get_or_init(|| {
+            let output = std::process::Command::new(env!("CARGO"))
+                .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .expect("cargo metadata runs");
+            assert!(output.status.success(), "cargo metadata failed");
+            serde_json::from_slice(&output.stdout).unwrap()
+        })
+    }
+
+    fn crate_file(name: &str, version: &str, file: &str) -> String {
+        let package = sources()["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is a dependency"));
+        // Another version: re-check every assumption in this module.
+        assert_eq!(package["version"], version);
+        let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap());
+        std::fs::read_to_string(manifest.parent().unwrap().join("src").join(file)).unwrap()
+    }
+
+    fn evcxr_file(file: &str) -> String {
+        crate_file("evcxr", "0.22.0", file)
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn the_runtime_is_marked_by_its_environment_variable() {
+        assert!(evcxr_file("runtime.rs").contains(&format!(
+            "EVCXR_IS_RUNTIME_VAR: &str = \"{IS_RUNTIME_ENV}\""
+        )));
+        assert!(evcxr_file("child_process.rs").contains(".env(runtime::EVCXR_IS_RUNTIME_VAR"));
+    }
+
+    #[test]
+    fn a_run_ends_with_the_completion_line() {
+        let runtime = evcxr_file("runtime.rs");
+        let marker = text(EXECUTION_COMPLETE).trim_end();
+        assert!(runtime.contains(&format!("EVCXR_EXECUTION_COMPLETE: &str = \"{marker}\"")));
+        // println!: the marker is a line of its own.
+        assert!(runtime.contains("println!(\"{EVCXR_EXECUTION_COMPLETE}\")"));
+    }
+
+    #[test]
+    fn a_run_starts_with_load_and_run() {
+        let command = text(LOAD_AND_RUN);
+        assert!(evcxr_file("eval_context.rs").contains(&format!("\"{command}{{}} {{}}\"")));
+        assert!(evcxr_file("runtime.rs").contains(&format!("Regex::new(\"{command}([^ ]+)")));
+    }
+
+    #[test]
+    fn protocol_lines_start_with_the_prefix() {
+        let eval = evcxr_file("eval_context.rs");
+        for line in [BEGIN_CONTENT, END_CONTENT, PANIC_NOTIFICATION] {
+            assert!(line.starts_with(PROTOCOL_PREFIX));
+            assert!(eval.contains(text(line)), "{}", text(line));
+        }
+        assert!(eval.contains("Regex::new(\"EVCXR_BEGIN_CONTENT ([^ ]+)\")"));
+        assert!(eval.contains("if line == \"EVCXR_END_CONTENT\""));
+        assert!(text(EXECUTION_COMPLETE).starts_with(text(PROTOCOL_PREFIX)));
+        assert!(INPUT_REQUEST.starts_with(PROTOCOL_PREFIX));
+    }
+
+    #[test]
+    fn input_requests_use_evcxr_input_markers() {
+        let input = crate_file("evcxr_input", "1.0.0", "lib.rs");
+        let request = text(INPUT_REQUEST);
+        assert!(input.contains(&format!("GET_CMD: &str = \"{request}\"")));
+        let password = text(INPUT_REQUEST_PASSWORD);
+        assert!(input.contains(&format!("GET_CMD_PASSWORD: &str = \"{password}\"")));
+        // evcxr reads the request from the runtime's stdout.
+        assert!(evcxr_file("eval_context.rs").contains("evcxr_input::GET_CMD"));
+    }
+
+    #[test]
+    fn the_generated_variable_store_name() {
+        let eval = evcxr_file("eval_context.rs");
+        let name = VARIABLE_STORE.trim_matches('`');
+        assert!(eval.contains(&format!("fn {name}<T: 'static>")));
+        assert!(evcxr_file("errors.rs").contains(&format!("message.replace(\"{VARIABLE_STORE}\"")));
+    }
+
+    #[test]
+    fn the_session_crate_and_its_build_directory() {
+        let module = evcxr_file("module.rs");
+        assert!(module.contains(&format!("CRATE_NAME: &str = \"{SESSION_CRATE}\"")));
+        assert!(evcxr_file("toml_parse.rs").contains(&format!("std::env::var(\"{TMPDIR_ENV}\")")));
+    }
+
+    #[test]
+    fn cargo_lock_is_found_below_the_build_directory_but_not_in_target() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(find_cargo_lock(root.path()), None);
+        let target = root.path().join("target/x");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("Cargo.lock"), "").unwrap();
+        assert_eq!(find_cargo_lock(root.path()), None);
+        let crate_dir = root.path().join("a/b");
+        std::fs::create_dir_all(&crate_dir).unwrap();
+        std::fs::write(crate_dir.join("Cargo.lock"), "").unwrap();
+        assert_eq!(
+            find_cargo_lock(root.path()),
+            Some(crate_dir.join("Cargo.lock"))
+        );
+    }
+
+    #[test]
+    fn command_lines_follow_evcxr_rule() {
+        assert!(evcxr_file("code_block.rs").contains(r#"Regex::new("^ *(:[^ ]*)( +(.*))?$")"#));
+        assert!(is_command_line(":dep x"));
+        assert!(is_command_line("   :fmt {:?}"));
+        assert!(!is_command_line("\t:fmt"));
+        assert!(!is_command_line("let a = 1; // :x"));
+    }
+
+    #[test]
+    fn display_setting_answers() {
+        let commands = evcxr_file("command_context.rs");
+        assert!(commands.contains(&format!(
+            "let new_format = if let Some(f) = args {{ f }} else {{ \"{DEFAULT_FORMAT}\" }};"
+        )));
+        let default = format!("output_format: \"{DEFAULT_FORMAT}\".to_owned()");
+        assert!(evcxr_file("eval_context.rs").contains(&default));
+        let types_prefix = TYPES_ON_ANSWER.split(':').next().unwrap();
+        assert!(commands.contains(&format!(
+            "format!(\"{types_prefix}: {{}}\", state.display_types())"
+        )));
+    }
+
+    #[test]
+    fn final_values_are_probed_with_evcxr_display_then_debug() {
+        // What `one_compile` replaces, and what its prelude trait copies.
+        let eval = evcxr_file("eval_context.rs");
+        assert!(eval.contains(".generated(\").evcxr_display();\")"));
+        assert!(eval.contains("output.write_all(b\"EVCXR_BEGIN_CONTENT text/plain\\n\")?;"));
+        assert!(eval.contains("output.write_all(b\"\\nEVCXR_END_CONTENT\\n\")?;"));
+        let splitter = evcxr_file("statement_splitter.rs");
+        assert!(splitter.contains("let prelude = \"fn f(){\";"));
+    }
+
+    #[test]
+    fn the_session_prelude_speaks_the_same_markers() {
+        let prelude = super::super::prelude::ITEMS;
+        for marker in [INPUT_REQUEST, INPUT_REQUEST_PASSWORD] {
+            assert!(prelude.contains(&format!("\"{}\"", text(marker))));
+        }
+        assert!(prelude.contains(&format!("b\"{} text/plain\\n\"", text(BEGIN_CONTENT))));
+        assert!(prelude.contains(&format!("b\"\\n{}\\n\"", text(END_CONTENT))));
+    }
+}

@@ -1,0 +1,204 @@
+//! One compile per expression cell: shows a cell's final value without
+//! evcxr's display probing.
+//!
+//! evcxr compiles a cell that ends in an expression twice: first with
+//! `(EXPR).evcxr_display();`, which fails for every type without that method,
+//! then again with `{:?}`. [`rewrite`] turns the final expression into a
+//! statement that shows the value in one compile through the prelude's
+//! `ferrolab::__ShowValue` trait: a type's own `evcxr_display` wins method
+//! lookup (inherent methods come before trait methods), anything else `Debug`
+//! is sent as evcxr's fallback sends it. evcxr then sees no final expression.
+//!
+//! Invariants:
+//! - the rewrite only replaces the final expression's own text, on its own
+//!   lines: every other statement, and every line number, is unchanged;
+//! - the value is borrowed exactly as evcxr borrows it (`(EXPR).evcxr_display()`
+//!   autorefs; a by-value `evcxr_display` moves it, as under evcxr);
+//! - a cell with evcxr `:commands` or `!` lines, or one that does not parse,
+//!   is left alone; so is a cell when the session's display settings differ
+//!   from evcxr's defaults (`:fmt`, `:types`): see [`DisplaySettings`];
+//! - the engine runs the rewritten cell first and, if it does not compile, the
+//!   cell unchanged (a compile error means none of it ran), so errors and
+//!   values the rewrite cannot show come out exactly as evcxr makes them.
+//!
+//! Known difference: a smart pointer to a type with its own `evcxr_display`
+//! (`Rc<Plot>`) shows with `Debug` where evcxr would find the method through
+//! `Deref`.
+
+use ra_ap_syntax::ast::{self, AstNode};
+use ra_ap_syntax::{Edition, SourceFile};
+
+/// Environment switch: `FERROLAB_ONE_COMPILE=0` leaves every cell to evcxr.
+pub const SWITCH_ENV: &str = "FERROLAB_ONE_COMPILE";
+
+const OPEN: &str = "{ #[allow(unused_imports)] use crate::ferrolab::__ShowValue as _; (";
+const CLOSE: &str = ").evcxr_display(); };";
+
+/// Whether the rewrite is switched on for this process.
+pub fn enabled_by_env() -> bool {
+    std::env::var(SWITCH_ENV).map_or(true, |value| value.trim() != "0")
+}
+
+/// The session's display settings, as far as the rewrite cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplaySettings {
+    /// `:fmt` is evcxr's default `{:?}`.
+    pub default_format: bool,
+    /// `:types` is off.
+    pub types_off: bool,
+}
+
+impl DisplaySettings {
+    /// `default_format` as tracked by [`format_after`]; `toggled_types_answer`
+    /// is evcxr's answer to a `:types` toggle (it reports the state after it,
+    /// so `true` means it was off; the caller toggles it back). evcxr has no
+    /// way to read `:fmt` without setting it.
+    pub fn new(default_format: bool, toggled_types_answer: &str) -> Self {
+        DisplaySettings {
+            default_format,
+            types_off: toggled_types_answer.trim() == super::evcxr_contract::TYPES_ON_ANSWER,
+        }
+    }
+
+    /// Whether the rewrite shows values as evcxr would with these settings.
+    pub fn rewrite_matches_evcxr(self) -> bool {
+        self.default_format && self.types_off
+    }
+}
+
+/// Whether `:fmt` is evcxr's default after `code` ran, given whether it was
+/// before: `:fmt` alone or `:fmt {:?}` sets the default, any other argument
+/// changes it. evcxr keeps a cell's settings only if the cell succeeded, so
+/// after a failed cell any `:fmt` counts as a change (the rewrite stays off
+/// until a cell sets the default again: off is always safe).
+pub fn format_after(code: &str, before: bool, succeeded: bool) -> bool {
+    let mut after = before;
+    for line in code
+        .lines()
+        .filter(|line| super::evcxr_contract::is_command_line(line))
+    {
+        let mut words = line.trim_start().splitn(2, ' ');
+        if words.next() != Some(":fmt") {
+            continue;
+        }
+        let argument = words.next().unwrap_or("").trim();
+        after =
+            succeeded && (argument.is_empty() || argument == super::evcxr_contract::DEFAULT_FORMAT);
+    }
+    after
+}
+
+/// Whether `code` has a line evcxr reads as a command (`:dep`, `:fmt`, ...)
+/// or a shell line, which the rewrite leaves to evcxr.
+pub fn has_commands(code: &str) -> bool {
+    code.lines()
+        .any(|line| super::evcxr_contract::is_command_line(line) || line.starts_with('!'))
+}
+
+/// `code` with its final expression turned into a statement that shows the
+/// value with one compile; `None` when the cell has no final expression, has
+/// commands, or does not parse.
+pub fn rewrite(code: &str) -> Option<String> {
+    if has_commands(code) {
+        return None;
+    }
+    let (start, end) = final_expression(code)?;
+    let mut out = String::with_capacity(code.len() + OPEN.len() + CLOSE.len());
+    out.push_str(&code[..start]);
+    out.push_str(OPEN);
+    out.push_str(&code[start..end]);
+    out.push_str(CLOSE);
+    out.push_str(&code[end..]);
+    // The result must have no final expression left, or evcxr would probe it.
+    final_expression(&out).is_none().then_some(out)
+}
+
+/// Byte range in `code` of the final expression, found the way evcxr 0.22
+/// splits a cell (`statement_splitter`): the cell is parsed as the body of a
+/// function and its last statement counts when it is an expression.
+fn final_expression(code: &str) -> Option<(usize, usize)> {
+    const PREFIX: &str = "fn f(){";
+    let parsed = SourceFile::parse(&format!("{PREFIX}{code}\n}}"), Edition::Edition2024);
+    if !parsed.errors().is_empty() {
+        return None;
+    }
+    let body = parsed
+        .tree()
+        .syntax()
+        .children()
+        .next()
+        .and_then(ast::Fn::cast)?
+        .body()?
+        .stmt_list()?;
+    let last = body.syntax().children().last()?;
+    if !ast::Expr::can_cast(last.kind()) {
+        return None;
+    }
+    let range = last.text_range();
+    let start = usize::from(range.start()).checked_sub(PREFIX.len())?;
+    let end = usize::from(range.end()).checked_sub(PREFIX.len())?;
+    (end <= code.len() && start < end).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_expression_becomes_a_statement_on_the_same_lines() {
+        assert_eq!(
+            rewrite("let a = 1;\na + 1").as_deref(),
+            Some(
+                "let a = 1;\n{ #[allow(unused_imports)] use crate::ferrolab::__ShowValue as _; (a + 1).evcxr_display(); };"
+            )
+        );
+        let cell = "let v = vec![1];\nv\n    .len() // length\n";
+        let rewritten = rewrite(cell).unwrap();
+        assert_eq!(rewritten.lines().count(), cell.lines().count());
+        assert!(rewritten.ends_with("(v\n    .len()).evcxr_display(); }; // length\n"));
+    }
+
+    #[test]
+    fn cells_without_a_final_expression_are_left_alone() {
+        assert_eq!(rewrite("let a = 1;"), None);
+        assert_eq!(rewrite("fn f() {}"), None);
+        assert_eq!(rewrite("println!(\"x\");"), None);
+        assert_eq!(rewrite("for i in 0..2 {}\nlet b = 2;"), None);
+        assert_eq!(rewrite(""), None);
+        assert_eq!(rewrite("// just a comment"), None);
+    }
+
+    #[test]
+    fn block_like_and_macro_tails_are_final_expressions_too() {
+        assert!(rewrite("if true { 1 } else { 2 }").is_some());
+        assert!(rewrite("vec![1, 2]").is_some());
+        assert!(rewrite("for i in 0..2 {}").is_some());
+    }
+
+    #[test]
+    fn commands_shell_lines_and_parse_errors_are_left_to_evcxr() {
+        assert_eq!(rewrite(":dep itoa = \"1\"\n1 + 1"), None);
+        assert_eq!(rewrite("  :fmt {:#?}\n1"), None);
+        assert_eq!(rewrite("!ls\n1"), None);
+        assert_eq!(rewrite("let a = ;\na"), None);
+        assert_eq!(rewrite("a +"), None);
+    }
+
+    #[test]
+    fn display_settings_come_from_evcxr_answers() {
+        assert!(DisplaySettings::new(true, "Types: true\n").rewrite_matches_evcxr());
+        assert!(!DisplaySettings::new(false, "Types: true").rewrite_matches_evcxr());
+        assert!(!DisplaySettings::new(true, "Types: false").rewrite_matches_evcxr());
+    }
+
+    #[test]
+    fn the_format_is_tracked_through_fmt_commands() {
+        assert!(format_after("let a = 1;", true, true));
+        assert!(!format_after("let a = 1;", false, true));
+        assert!(!format_after(":fmt {:#?}", true, true));
+        assert!(format_after(":fmt {:#?}\n:fmt", true, true));
+        assert!(format_after("  :fmt {:?}", false, true));
+        assert!(!format_after(":fmt {:?}\nbad code", false, false));
+        assert!(!format_after(":fmtx", false, true));
+    }
+}
