@@ -840,7 +840,9 @@ mod tests {
         let shared = base.path().join("shared");
         fs::create_dir(&shared).unwrap();
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
-        let refused = Cache::open_at(&shared, 1 << 20).err().expect("opened");
+        let Err(refused) = Cache::open_at(&shared, 1 << 20) else {
+            panic!("a directory others may write to was opened as a cache");
+        };
         assert!(
             refused.to_string().contains("others may write"),
             "{refused}"
