@@ -265,10 +265,25 @@ impl Interpreter for Router {
         let mut lost = Vec::new();
         for (index, segment) in segments.into_iter().enumerate() {
             if cell.is_cancelled() {
+                // Stopped between segments (or before the first): what ran is kept.
+                let (evalue, shown) = if index == 0 {
+                    (
+                        "the cell was interrupted before its code ran; no variables were lost",
+                        "the cell was stopped before its code ran.",
+                    )
+                } else {
+                    (
+                        "the cell was interrupted; the rest of it did not run; no variables were lost",
+                        "the cell was interrupted; the rest of it did not run.",
+                    )
+                };
                 return ExecuteOutcome::error(
                     "Interrupted",
-                    "the cell was interrupted",
-                    vec!["\x1b[1;31mInterrupted\x1b[0m: the cell was interrupted; the rest of it did not run".into()],
+                    evalue,
+                    vec![
+                        format!("\x1b[1;31mInterrupted\x1b[0m: {shown}"),
+                        "No variables were lost.".into(),
+                    ],
                 );
             }
             match self.run_segment(segment, cell, &mut state, &mut lost) {

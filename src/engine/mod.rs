@@ -40,7 +40,7 @@ use link::Link;
 pub use link::RunTimes;
 use session_dir::SessionDir;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -109,6 +109,9 @@ struct Shared {
     process: OnceLock<Arc<Mutex<std::process::Child>>>,
     interrupt_requested: AtomicBool,
     executing: AtomicBool,
+    /// Counts the cells the worker has started: an interrupt acts on the
+    /// cell that ran when it arrived, never on the next one.
+    cell_number: AtomicU64,
     progress: build_log::ProgressSink,
     gate: run_gate::RunGate,
     /// Set while an interrupt keeps the current cell's build stopped; the
@@ -146,12 +149,17 @@ impl Shared {
         }
     }
 
-    /// Ends the current build and, until the cell is done, every cargo or
-    /// rustc it still starts (evcxr retries builds and runs `cargo check`).
-    fn stop_build(self: &Arc<Self>) {
-        self.kill_build();
+    /// Ends the build of cell `cell` and, until that cell is done, every
+    /// cargo or rustc it still starts (evcxr retries builds and runs `cargo
+    /// check`). Every kill happens under the `build_stopper` lock, which the
+    /// worker takes to end a cell: so no kill can reach the next cell's build.
+    fn stop_build(self: &Arc<Self>, cell: u64) {
         let mut stopper = self.build_stopper.lock().unwrap_or_else(|p| p.into_inner());
-        if stopper.is_some() || !self.executing.load(Ordering::SeqCst) {
+        if !self.runs_cell(cell) {
+            return;
+        }
+        self.kill_build();
+        if stopper.is_some() {
             return;
         }
         let (keep_going, done) = crossbeam_channel::bounded::<()>(0);
@@ -164,15 +172,27 @@ impl Shared {
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                     done.recv_timeout(BUILD_STOP_SCAN)
                 {
-                    match shared.upgrade() {
-                        Some(shared) => shared.kill_build(),
-                        None => break,
+                    let Some(shared) = shared.upgrade() else {
+                        break;
+                    };
+                    let stopper = shared
+                        .build_stopper
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if stopper.is_none() || !shared.runs_cell(cell) {
+                        break;
                     }
+                    shared.kill_build();
                 }
             });
         if let Err(error) = spawned {
             log::warn!("cannot keep the interrupted build stopped: {error}");
         }
+    }
+
+    /// Whether cell number `cell` is the one executing now.
+    fn runs_cell(&self, cell: u64) -> bool {
+        self.executing.load(Ordering::SeqCst) && self.cell_number.load(Ordering::SeqCst) == cell
     }
 
     fn runtime_pid(&self) -> Option<u32> {
@@ -194,13 +214,14 @@ impl Shared {
 
     /// Acts on an interrupt of the running cell.
     fn interrupt(self: &Arc<Self>) {
+        let cell = self.cell_number.load(Ordering::SeqCst);
         self.interrupt_requested.store(true, Ordering::SeqCst);
         if !self.executing.load(Ordering::SeqCst) {
             return;
         }
         match self.gate.stop() {
             run_gate::Verdict::Idle => {}
-            run_gate::Verdict::BeforeUserCode => self.stop_build(),
+            run_gate::Verdict::BeforeUserCode => self.stop_build(cell),
             run_gate::Verdict::UserCode => {
                 // If the runtime has not reported the start yet, the run-start
                 // hook kills it when it does (it sees `kills_on_run`).
@@ -273,6 +294,7 @@ impl Engine {
             process: OnceLock::new(),
             interrupt_requested: AtomicBool::new(false),
             executing: AtomicBool::new(false),
+            cell_number: AtomicU64::new(0),
             progress: Arc::new(Mutex::new(None)),
             gate: run_gate::RunGate::new(gate_dir),
             build_stopper: Mutex::new(None),

@@ -250,6 +250,7 @@ impl Worker {
         self.shared.builds_killed.store(false, Ordering::SeqCst);
         self.shared.runtime_killed.store(false, Ordering::SeqCst);
         let gate = self.shared.gate.open();
+        self.shared.cell_number.fetch_add(1, Ordering::SeqCst);
         self.shared.executing.store(true, Ordering::SeqCst);
         if cell.is_cancelled() {
             // Interrupted while the cell waited for the engine.
