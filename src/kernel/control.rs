@@ -84,20 +84,53 @@ impl ControlSession {
     }
 }
 
+/// What the kernel logs (at info level) once an interrupt has marked the
+/// current cell; tests wait for it.
+const INTERRUPT_MARKED: &str = "interrupt: the current cell is marked interrupted";
+
 /// Marks the running cell cancelled and asks the interpreter to stop it. Used
 /// for interrupt_request and for SIGINT alike. Producers of the cell's output
 /// that wait for the client stop waiting (their output is dropped, with a
 /// note), so the interrupt is not stuck behind a flood.
+///
+/// Invariant: the interpreter is asked to stop while `current_cancel` stays
+/// locked. The shell takes that lock to start the next cell, so an interrupt
+/// that arrives as one cell ends acts on that cell alone (or on nothing),
+/// never on the cell the client sends next.
 pub async fn interrupt(
     interpreter: &Arc<dyn Interpreter>,
     current_cancel: &CurrentCancel,
     publisher: &Publisher,
 ) {
-    current_cancel
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .store(true, Ordering::SeqCst);
-    publisher.interrupted();
     let interpreter = interpreter.clone();
-    let _ = tokio::task::spawn_blocking(move || interpreter.interrupt()).await;
+    let current_cancel = current_cancel.clone();
+    let publisher = publisher.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let current = current_cancel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        current.store(true, Ordering::SeqCst);
+        log::info!("{INTERRUPT_MARKED}");
+        publisher.interrupted();
+        widen_interrupt_window();
+        interpreter.interrupt();
+    })
+    .await;
 }
+
+/// Test builds only (`test-hooks`): waits `FERROLAB_TEST_INTERRUPT_DELAY_MS`
+/// between marking a cell interrupted and stopping it, so a test can send
+/// the next cell inside that window every time.
+#[cfg(feature = "test-hooks")]
+fn widen_interrupt_window() {
+    if let Some(delay) = std::env::var("FERROLAB_TEST_INTERRUPT_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+}
+
+/// Does nothing: user builds have no test hooks.
+#[cfg(not(feature = "test-hooks"))]
+fn widen_interrupt_window() {}

@@ -18,6 +18,8 @@ from conftest import Kernel, TIMEOUT
 
 # What the kernel logs (at info level) once it has taken a SIGINT.
 SIGINT_TAKEN = "SIGINT: interrupting the running cell"
+# What it logs once an interrupt has marked the current cell interrupted.
+INTERRUPT_MARKED = "interrupt: the current cell is marked interrupted"
 
 
 @pytest.fixture(scope="module")
@@ -545,6 +547,31 @@ def test_an_interrupt_at_any_moment_before_user_code_keeps_every_variable(kernel
             assert kernel.execute("keep").result_text() == "7", where
     print(f"{before_user_code} of {len(fractions)} interrupts landed before user code")
     assert before_user_code >= len(fractions) // 2
+
+
+def test_an_interrupt_that_arrives_as_a_cell_ends_never_reaches_the_next_cell(tmp_path):
+    # A test hook makes the kernel wait a second between marking the current
+    # cell interrupted and stopping it; the next cell is sent inside that
+    # window every time. The interrupt found a finished cell, so it must stop
+    # nothing: the next cell builds, runs and keeps every variable. (CI once
+    # lost a cell this way: an interrupt sent as a cell ended stopped the
+    # build of the cell the client sent after reading the reply.)
+    log = tmp_path / "kernel.log"
+    late = Kernel(env={"FERROLAB_LOG_FILE": str(log), "FERROLAB_LOG": "info",
+                       "FERROLAB_TEST_INTERRUPT_DELAY_MS": "1000"})
+    try:
+        late.execute("let keep = 7;")
+        for attempt in range(3):
+            assert late.execute(f"{attempt} + 1").result_text() == str(attempt + 1)
+            late.manager.interrupt_kernel()
+            wait_for_log_count(log, INTERRUPT_MARKED, attempt + 1)
+            marker = tmp_path / f"ran-{attempt}"
+            outcome = late.execute(slow_build_cell(100 + attempt, marker))
+            assert outcome.status == "ok", outcome.error()
+            assert marker.exists()
+            assert late.execute("keep").result_text() == "7"
+    finally:
+        late.shutdown()
 
 
 def session_crate_objects(kernel):
