@@ -38,6 +38,12 @@ pub const END_CONTENT: &[u8] = b"EVCXR_END_CONTENT";
 /// The runtime's notice that user code panicked (`eval_context.rs`).
 pub const PANIC_NOTIFICATION: &[u8] = b"EVCXR_PANIC_NOTIFICATION";
 
+/// The runtime's line after a `?` in the cell's code returned an error, which
+/// evcxr's generated `From` impl has printed to stderr just before
+/// (`evcxr_internal_runtime.rs`, `eval_context.rs`). evcxr itself still
+/// reports such a cell as a success.
+pub const USER_ERROR_OCCURRED: &[u8] = b"EVCXR_ERROR_OCCURRED\n";
+
 /// A runtime line asking the notebook for input (`evcxr_input`'s `GET_CMD`);
 /// `<marker>:<prompt>` or, for a hidden answer, `<marker>_PASSWORD:<prompt>`.
 pub const INPUT_REQUEST: &[u8] = b"EVCXR_INPUT_REQUEST";
@@ -165,6 +171,22 @@ mod tests {
         assert!(eval.contains("if line == \"EVCXR_END_CONTENT\""));
         assert!(text(EXECUTION_COMPLETE).starts_with(text(PROTOCOL_PREFIX)));
         assert!(INPUT_REQUEST.starts_with(PROTOCOL_PREFIX));
+    }
+
+    #[test]
+    fn a_question_mark_error_prints_its_own_line() {
+        let marker = text(USER_ERROR_OCCURRED).trim_end();
+        assert!(marker.as_bytes().starts_with(PROTOCOL_PREFIX));
+        assert!(
+            evcxr_file("evcxr_internal_runtime.rs")
+                .contains(&format!("USER_ERROR_OCCURRED: &str = \"{marker}\""))
+        );
+        // println!: the marker is a line of its own, after the error went to stderr.
+        let eval = evcxr_file("eval_context.rs");
+        assert!(
+            eval.contains("\"println!(\\\"{}\\\", evcxr_internal_runtime::USER_ERROR_OCCURRED);\"")
+        );
+        assert!(eval.contains("eprintln!(\"{}\", error);"));
     }
 
     #[test]

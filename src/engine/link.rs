@@ -63,6 +63,8 @@ struct Shared {
     waiting: Mutex<HashMap<u64, (u64, Sender<Answer>)>>,
     sink: Mutex<Option<CellContext>>,
     panic: Mutex<Option<PanicReport>>,
+    /// Set when the running cell's code returned an error through `?`.
+    user_error: AtomicBool,
     times: Mutex<RunTimes>,
     running: AtomicBool,
     on_run_start: Mutex<Option<RunStartHook>>,
@@ -85,6 +87,7 @@ impl Link {
             waiting: Mutex::new(HashMap::new()),
             sink: Mutex::new(None),
             panic: Mutex::new(None),
+            user_error: AtomicBool::new(false),
             times: Mutex::new(RunTimes::default()),
             running: AtomicBool::new(false),
             on_run_start: Mutex::new(None),
@@ -126,6 +129,12 @@ impl Link {
 
     pub fn take_panic(&self) -> Option<PanicReport> {
         lock(&self.shared.panic).take()
+    }
+
+    /// Whether the cell's code returned an error through `?` since the last
+    /// call (evcxr reports such a cell as a success).
+    pub fn take_user_error(&self) -> bool {
+        self.shared.user_error.swap(false, Ordering::SeqCst)
     }
 
     /// Returns the run times gathered since the last call, and resets them.
@@ -350,6 +359,11 @@ fn read_loop(connection: u64, mut stream: UnixStream, shared: Arc<Shared>) {
                 Notice::ClearOutput { wait } => {
                     if let Some(cell) = current_cell(&shared) {
                         cell.clear_output(wait);
+                    }
+                }
+                Notice::UserError => {
+                    if shared.running.load(Ordering::SeqCst) {
+                        shared.user_error.store(true, Ordering::SeqCst);
                     }
                 }
                 Notice::Panic { thread, message } => {

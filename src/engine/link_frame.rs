@@ -53,6 +53,8 @@ pub enum Notice {
         thread: String,
         message: String,
     },
+    /// A `?` in the cell's code returned an error (printed on stderr).
+    UserError,
     OrderDone {
         id: u64,
         error: Option<String>,

@@ -290,6 +290,7 @@ impl Worker {
     ) -> (ExecuteOutcome, Vec<(String, String)>) {
         self.prepare_runtime(Some(cell));
         let _ = self.shared.link.take_panic();
+        let _ = self.shared.link.take_user_error();
         let _ = self.shared.link.take_times();
         let before: Vec<(String, String)> = self.variables();
         let clears = code.lines().any(|line| line.trim() == ":clear");
@@ -453,6 +454,22 @@ impl Worker {
                         panic.thread, panic.message
                     ),
                     "Variables defined in this cell were dropped; earlier variables are unchanged."
+                        .to_owned(),
+                ],
+            );
+        }
+        if self.shared.link.take_user_error() {
+            // evcxr calls this a success; Run All must stop here, as at an exception.
+            return ExecuteOutcome::error(
+                "Error",
+                "the cell's code returned an error through `?` (printed above); \
+                 variables defined in this cell were not kept"
+                    .to_owned(),
+                vec![
+                    format!(
+                        "{RED}Error{RESET}: the cell stopped at a `?` that returned an error (printed above)."
+                    ),
+                    "Variables defined in this cell were not kept; earlier variables are unchanged."
                         .to_owned(),
                 ],
             );

@@ -457,6 +457,29 @@ def test_sigint_interrupts_like_the_message_and_never_kills_the_kernel(kernel, k
     assert kernel.execute("1 + 1").result_text() == "2"
 
 
+def test_an_error_returned_through_question_mark_fails_the_cell(kernel):
+    # evcxr prints the error and calls the cell a success, so Run All went on
+    # past a failed training cell. The cell must fail, as an exception does in
+    # Python; the queue behind it is aborted; earlier variables stay.
+    kernel.execute("let before_question = 1;")
+    client = kernel.client
+    failing = client.execute('let made_here = 5;\nlet parsed: i32 = "x7".parse()?;\nparsed')
+    queued = client.execute("before_question + 1")
+    replies = {}
+    while len(replies) < 2:
+        reply = client.get_shell_msg(timeout=TIMEOUT)
+        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    assert replies[failing]["status"] == "error"
+    assert replies[failing]["ename"] == "Error" and "`?`" in replies[failing]["evalue"]
+    assert replies[queued]["status"] == "aborted"
+    assert kernel.execute("before_question").result_text() == "1"
+    assert kernel.execute("made_here").status == "error"
+    # The error itself was printed on stderr, where evcxr puts it.
+    outcome = kernel.execute('let again: i32 = "y".parse()?;')
+    assert outcome.status == "error"
+    assert "invalid digit" in outcome.stream_text("stderr")
+
+
 def test_interrupt_stops_an_endless_loop_and_names_lost_variables(kernel):
     kernel.execute("let lost_on_interrupt = vec![1, 2, 3];")
     client = kernel.client

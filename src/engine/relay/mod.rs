@@ -285,6 +285,8 @@ impl Relay {
                     ));
                     if line == evcxr_contract::EXECUTION_COMPLETE {
                         self.finish_run(buffer_size);
+                    } else if line == evcxr_contract::USER_ERROR_OCCURRED {
+                        self.notify(&Notice::UserError);
                     } else if line.starts_with(evcxr_contract::INPUT_REQUEST) {
                         self.input_pending = true;
                     }
