@@ -9,7 +9,7 @@ mod prebuild;
 
 use clap::{Args, Parser, Subcommand};
 use ferrolab::install::{self, Location};
-use ferrolab::magics::build_cache::{self, Action};
+use ferrolab::magics::build_cache;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,7 +57,7 @@ enum Command {
     /// The build cache shared by all kernels (FERROLAB_BUILD_CACHE_DIR, _MB).
     Cache {
         #[command(subcommand)]
-        action: CacheAction,
+        action: build_cache::Maintenance,
         /// Print JSON instead of text.
         #[arg(long, global = true)]
         json: bool,
@@ -75,24 +75,6 @@ enum Command {
         #[arg(long, hide = true)]
         in_session: bool,
     },
-}
-
-#[derive(Subcommand)]
-enum CacheAction {
-    /// Location, size, hits and misses.
-    Stats,
-    /// The cached crates: size, hits, last use.
-    List,
-    /// Evict least-recently-used crates down to a size.
-    Prune {
-        /// Target size in MB (default: FERROLAB_BUILD_CACHE_MB).
-        #[arg(long)]
-        max_mb: Option<u64>,
-    },
-    /// Delete every cached crate.
-    Clear,
-    /// Re-check every entry's hashes.
-    Verify,
 }
 
 #[derive(Args)]
@@ -197,15 +179,8 @@ fn wrap_rustc_if_asked() {
     ferrolab_buildcache::wrapper::main(argv, next, build_cache::wrapper_config());
 }
 
-fn cache(action: CacheAction, json: bool) -> ExitCode {
-    let action = match action {
-        CacheAction::Stats => Action::Stats,
-        CacheAction::List => Action::List,
-        CacheAction::Prune { max_mb } => Action::Prune { max_mb },
-        CacheAction::Clear => Action::Clear,
-        CacheAction::Verify => Action::Verify,
-    };
-    let verify = action == Action::Verify;
+fn cache(action: build_cache::Maintenance, json: bool) -> ExitCode {
+    let verify = action == build_cache::Maintenance::Verify;
     match build_cache::run(&action, None) {
         Ok(report) => {
             if json {

@@ -60,15 +60,16 @@ struct Args {
     action: Option<Action>,
 }
 
+/// What both `%build_cache` and `ferrolab cache` do to the cache itself.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Maintenance {
     /// Location, size, hits and misses.
     Stats,
-    /// The cached crates.
+    /// The cached crates: size, hits, last use.
     List,
     /// Evict least-recently-used crates down to a size.
     Prune {
-        /// Target size in MB (default: the configured limit).
+        /// Target size in MB (default: FERROLAB_BUILD_CACHE_MB).
         #[arg(long)]
         max_mb: Option<u64>,
     },
@@ -76,6 +77,14 @@ pub enum Action {
     Clear,
     /// Re-check every entry's hashes.
     Verify,
+}
+
+/// `%build_cache`'s subcommands: the maintenance ones, and the switch for
+/// this kernel's later builds.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+enum Action {
+    #[command(flatten)]
+    Maintain(Maintenance),
     /// Stop using the cache for this kernel's later builds.
     Off,
     /// Use the cache again for this kernel's later builds.
@@ -123,10 +132,13 @@ fn session_name() -> Option<String> {
 
 fn build_cache(call: &mut Call) -> MagicResult {
     let parsed: Args = args::parse(call.name, call.args)?;
-    let action = parsed.action.unwrap_or(Action::Stats);
-    match action {
-        Action::Off | Action::On => switch(call, action == Action::On),
-        action => {
+    match parsed
+        .action
+        .unwrap_or(Action::Maintain(Maintenance::Stats))
+    {
+        Action::Off => switch(call, false),
+        Action::On => switch(call, true),
+        Action::Maintain(action) => {
             let session = session_name().map(|name| session_tag(&name));
             let report = run(&action, session.as_deref())
                 .map_err(|e| MagicError::new("BuildCacheError", e))?;
@@ -200,7 +212,7 @@ impl Report {
 
 /// Runs one action against the cache the environment names (`session`: the
 /// tag whose activity is shown as "this kernel").
-pub fn run(action: &Action, session: Option<&str>) -> Result<Report, String> {
+pub fn run(action: &Maintenance, session: Option<&str>) -> Result<Report, String> {
     let settings = Settings::from_env();
     let switched = *SWITCHED.lock().unwrap_or_else(|p| p.into_inner());
     let state = match (switched, settings.enabled()) {
@@ -208,7 +220,7 @@ pub fn run(action: &Action, session: Option<&str>) -> Result<Report, String> {
         (Some(true), _) | (None, true) => "on".to_owned(),
         (None, false) => settings.describe(),
     };
-    if !settings.enabled() && switched != Some(true) && *action == Action::Stats {
+    if !settings.enabled() && switched != Some(true) && *action == Maintenance::Stats {
         return Ok(Report {
             text: format!("Build cache: {state}"),
             json: json!({"enabled": false, "state": state, "dir": settings.dir}),
@@ -222,9 +234,9 @@ pub fn run(action: &Action, session: Option<&str>) -> Result<Report, String> {
     let cache =
         Cache::open_at(&settings.dir, limit).map_err(|e| format!("build cache unusable: {e}"))?;
     match action {
-        Action::Stats | Action::Off | Action::On => Ok(stats(&cache, &state, session)),
-        Action::List => Ok(list(&cache)),
-        Action::Prune { max_mb } => {
+        Maintenance::Stats => Ok(stats(&cache, &state, session)),
+        Maintenance::List => Ok(list(&cache)),
+        Maintenance::Prune { max_mb } => {
             let target = max_mb.map_or(limit, |mb| mb.saturating_mul(1024 * 1024));
             let report = cache
                 .prune(target)
@@ -240,7 +252,7 @@ pub fn run(action: &Action, session: Option<&str>) -> Result<Report, String> {
                 json: serde_json::to_value(&report).unwrap_or_default(),
             })
         }
-        Action::Clear => {
+        Maintenance::Clear => {
             let removed = cache.clear().map_err(|e| e.to_string())?;
             Ok(Report {
                 text: format!(
@@ -250,7 +262,7 @@ pub fn run(action: &Action, session: Option<&str>) -> Result<Report, String> {
                 json: json!({"removed": removed}),
             })
         }
-        Action::Verify => {
+        Maintenance::Verify => {
             let problems = cache.verify();
             let entries = cache.entries().len();
             let text = if problems.is_empty() {
@@ -400,11 +412,15 @@ mod tests {
     fn subcommands_parse() {
         let parse = |text: &str| args::parse::<Args>("build_cache", text).map(|a| a.action);
         assert_eq!(parse("").unwrap(), None);
-        assert_eq!(parse("list").unwrap(), Some(Action::List));
+        assert_eq!(
+            parse("list").unwrap(),
+            Some(Action::Maintain(Maintenance::List))
+        );
         assert_eq!(
             parse("prune --max-mb 100").unwrap(),
-            Some(Action::Prune { max_mb: Some(100) })
+            Some(Action::Maintain(Maintenance::Prune { max_mb: Some(100) }))
         );
+        assert_eq!(parse("off").unwrap(), Some(Action::Off));
         assert!(parse("explode").is_err());
     }
 
