@@ -63,10 +63,12 @@ enum Command {
         json: bool,
     },
     /// Compile crates into the build cache now, as a notebook's `:dep` would,
-    /// e.g. `ferrolab prebuild 'regex = "1"' 'candle-core = "0.9"'`.
+    /// e.g. `ferrolab prebuild 'regex = "1"' 'candle-core = "0.9"'`. With no
+    /// SPEC: ferrolab's own crates, which every kernel's first `:dep` adds
+    /// (`./kernel lab` does this in the background once per start).
     Prebuild {
         /// Dependencies as written after `:dep`.
-        #[arg(required = true, value_name = "SPEC")]
+        #[arg(value_name = "SPEC")]
         specs: Vec<String>,
         /// Only build them all together (skip building each one alone).
         #[arg(long)]

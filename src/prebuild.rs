@@ -11,8 +11,13 @@
 //! crate is built alone (a notebook that adds just it), then all of them
 //! together (one that adds them all in one cell). Each build runs in a child
 //! process with its own build directory, as a kernel does.
+//!
+//! With no crate named, the one build is ferrolab's runtime alone: after it,
+//! a kernel's first `:dep` compiles only what the user asked for.
 
-use ferrolab::magics::checkpoint::{CheckpointState, piggyback};
+use ferrolab::magics::checkpoint::{
+    CheckpointState, dep_line as dep_line_of_the_runtime, piggyback,
+};
 use ferrolab_buildcache::{Cache, Settings, session_tag};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -69,6 +74,10 @@ pub fn run(request: &Request) -> ExitCode {
         }
     }
     let mut groups: Vec<Vec<String>> = Vec::new();
+    if lines.is_empty() {
+        // ferrolab's own crates: the child builds the runtime alone.
+        groups.push(Vec::new());
+    }
     if !request.together_only || lines.len() == 1 {
         groups.extend(lines.iter().map(|line| vec![line.clone()]));
     }
@@ -131,7 +140,11 @@ pub fn in_session(lines: &[String]) -> ExitCode {
         .iter()
         .map(|line| line.trim_start_matches(":dep ").trim())
         .collect();
-    let label = label.join(" + ");
+    let label = if label.is_empty() {
+        "ferrolab's own crates (the checkpoint runtime)".to_owned()
+    } else {
+        label.join(" + ")
+    };
     let session = std::env::var("EVCXR_TMPDIR").unwrap_or_default();
     match build(lines) {
         Ok(()) => {
@@ -177,8 +190,12 @@ fn build(lines: &[String]) -> Result<(), String> {
     if let Err(error) = context.execute(":load_config --quiet") {
         eprintln!("note: evcxr configuration failed to load: {error}");
     }
-    let code = lines.join("\n");
-    let code = piggyback(&code, &CheckpointState::default()).unwrap_or(code);
+    let code = if lines.is_empty() {
+        dep_line_of_the_runtime().map_err(|e| e.evalue)?
+    } else {
+        let code = lines.join("\n");
+        piggyback(&code, &CheckpointState::default()).unwrap_or(code)
+    };
     context
         .execute(&code)
         .map(|_| ())

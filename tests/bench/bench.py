@@ -13,7 +13,10 @@ Usage: bench.py [--rounds N] [--json FILE] [--kernels ferrolab,evcxr,python3]
 The `:dep` rows build a crate in a first and then a second kernel, each pair
 with fresh cache directories: ferrolab (its build cache on, as shipped),
 evcxr_jupyter as shipped, and evcxr_jupyter with its own `:cache 2000` typed
-first. `--dep-rounds 0` skips them.
+first; and ferrolab once more after `ferrolab prebuild` filled the fresh cache
+with ferrolab's own crates (what `./kernel lab` starts in the background), so
+that row shows a user's first `:dep` on a machine where ferrolab was set up.
+`--dep-rounds 0` skips them.
 
 `--ferrolab-before PATH` adds another ferrolab build (e.g. one of `main`) as a
 column, so a change is measured before and after in the same alternating run.
@@ -28,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -372,11 +376,19 @@ def cell(values, figure):
 # ---- `:dep` in a first and a second kernel (the build cache) ----
 
 DEP_VARIANTS = {
-    # label: (kernel name, cell run before the timed one)
-    "ferrolab": ("ferrolab", None),
-    "evcxr_jupyter": ("evcxr", None),
-    "evcxr_jupyter + :cache 2000": ("evcxr", ":cache 2000"),
+    # label: (kernel name, cell run before the timed one, `ferrolab prebuild` first)
+    "ferrolab": ("ferrolab", None, False),
+    "ferrolab after ./kernel lab's prebuild": ("ferrolab", None, True),
+    "evcxr_jupyter": ("evcxr", None, False),
+    "evcxr_jupyter + :cache 2000": ("evcxr", ":cache 2000", False),
 }
+
+
+def prebuild_runtime(env):
+    """What `./kernel lab` starts in the background: ferrolab's own crates into the cache (untimed)."""
+    binary = KernelSpecManager().get_kernel_spec("ferrolab").argv[0]
+    subprocess.run([binary, "prebuild"], env={**os.environ, **env}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
 
 
 def dep_cell(spec):
@@ -407,13 +419,15 @@ def dep_rows(kernels, spec, rounds):
     cell = dep_cell(spec)
     results = {}
     for round_number in range(rounds):
-        for label, (kernel_name, setup) in DEP_VARIANTS.items():
+        for label, (kernel_name, setup, prebuild) in DEP_VARIANTS.items():
             if kernel_name not in kernels:
                 continue
             with tempfile.TemporaryDirectory(prefix="ferrolab-bench-cache-") as cache:
                 # Private, empty caches: evcxr's :cache lives in $XDG_CACHE_HOME/evcxr.
                 env = {"XDG_CACHE_HOME": cache,
                        "FERROLAB_BUILD_CACHE_DIR": os.path.join(cache, "ferrolab-build-cache")}
+                if prebuild:
+                    prebuild_runtime(env)
                 for row in ("first kernel", "second kernel"):
                     print(f"dep round {round_number + 1}/{rounds}: {label}, {row}", file=sys.stderr)
                     seconds = dep_in_new_kernel(kernel_name, env, setup, cell)
@@ -423,19 +437,21 @@ def dep_rows(kernels, spec, rounds):
 
 def print_dep_table(spec, results, rounds):
     labels = list(results)
-    peers = [label for label in labels if label != "ferrolab"]
-    header = ["`:dep " + spec + "`"] + labels + [f"ferrolab ÷ {peer}" for peer in peers]
+    ours = [label for label in labels if label.startswith("ferrolab")]
+    peers = [label for label in labels if label not in ours]
+    pairs = [(mine, peer) for mine in ours for peer in peers]
+    short = {"ferrolab": "ferrolab", "ferrolab after ./kernel lab's prebuild": "prebuilt"}
+    header = (["`:dep " + spec + "`"] + labels
+              + [f"{short.get(mine, mine)} ÷ {peer}" for mine, peer in pairs])
     print(f"\nbuild cache: `:dep {spec}` (and one use of it) after the kernel ran one cell; "
           f"{rounds} round(s), fresh caches per round, medians (min–max)\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in ("first kernel", "second kernel"):
         line = [row] + [cell(results[label].get(row, []), row) for label in labels]
-        for peer in peers:
-            ours = results.get("ferrolab", {}).get(row)
-            theirs = results[peer].get(row)
-            line.append(f"{statistics.median(ours) / statistics.median(theirs):.2f}×"
-                        if ours and theirs else "—")
+        for mine, peer in pairs:
+            a, b = results[mine].get(row), results[peer].get(row)
+            line.append(f"{statistics.median(a) / statistics.median(b):.2f}×" if a and b else "—")
         print("| " + " | ".join(line) + " |")
 
 

@@ -245,3 +245,30 @@ def test_prebuild_fills_it_and_a_tampered_entry_is_rebuilt_not_linked(kernels, c
     # The fresh compile replaced it: the cache is whole again.
     assert cli(cache_dir, "verify")["problems"] == []
     assert entry_of(cache_dir, "ryu").joinpath("manifest.json").exists()
+
+
+def test_prebuild_with_no_crate_leaves_a_first_dep_only_the_users_crate_to_compile(tmp_path):
+    # `./kernel lab` runs `ferrolab prebuild` in the background: ferrolab's
+    # own crates (the checkpoint runtime every first `:dep` adds) are then
+    # compiled before any notebook asks for a crate.
+    cache = tmp_path / "cache"
+    prebuild = subprocess.run(
+        [str(BINARY), "prebuild"],
+        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert prebuild.returncode == 0, prebuild.stderr
+    assert "ferrolab's own crates (the checkpoint runtime): ready" in prebuild.stdout, prebuild.stdout
+    kernel = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(cache)})
+    try:
+        assert run_ok(kernel, ITOA.format(n=12)).result_text() == '"12"'
+        session = magic(kernel)["session"]
+        assert RUNTIME_CRATES <= set(session["crates_hit"]), session
+        assert not RUNTIME_CRATES & set(session["crates_missed"]), session
+        # itoa is the user's crate, and also one serde_json needs: either way
+        # it came with the same build, and nothing else was compiled.
+        assert set(session["crates_missed"]) <= {"ctx", "itoa"}, session
+    finally:
+        kernel.shutdown()

@@ -22,7 +22,7 @@ mod signature;
 pub mod state;
 mod trust;
 
-pub use runtime::piggyback;
+pub use runtime::{dep_line, piggyback};
 pub use state::{CheckpointState, Env};
 
 use super::args;
