@@ -538,7 +538,7 @@ def reply_to(kernel, msg_id):
             return reply["content"]
 
 
-def test_an_interrupt_at_any_moment_before_user_code_keeps_every_variable(kernel, tmp_path):
+def test_an_interrupt_at_any_moment_before_user_code_keeps_every_variable(kernel, kernel_log, tmp_path):
     kernel.execute("let keep = 7;")
     started = time.monotonic()
     assert kernel.execute(slow_build_cell(1, tmp_path / "whole")).status == "ok"
@@ -552,7 +552,14 @@ def test_an_interrupt_at_any_moment_before_user_code_keeps_every_variable(kernel
         marker = tmp_path / f"ran-{index}"
         msg_id = kernel.client.execute(slow_build_cell(2 + index, marker))
         time.sleep(build * fraction)  # the instant of the interrupt is what this test varies
+        marked = kernel_log.read_text(errors="replace").count(INTERRUPT_MARKED)
         kernel.manager.interrupt_kernel()
+        # The interrupt goes on the control socket, the next cell on the shell socket,
+        # and nothing orders two sockets: past the end of the build the cell may have
+        # replied already, and a next cell sent at once could be the one the kernel
+        # finds running when the interrupt comes in (rightly stopping that one). So
+        # the next cell waits until the kernel has taken the interrupt.
+        wait_for_log_count(kernel_log, INTERRUPT_MARKED, marked + 1)
         reply = reply_to(kernel, msg_id)
         where = f"interrupt at {fraction:.0%} of the build: {reply}"
         if not marker.exists():
