@@ -44,6 +44,15 @@ def wait_for_log_count(log_file, line, count, seconds=60):
         time.sleep(0.02)
 
 
+def shell_replies(client, count):
+    """The next `count` shell replies, by the msg_id of the request each answers."""
+    replies = {}
+    while len(replies) < count:
+        reply = client.get_shell_msg(timeout=TIMEOUT)
+        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    return replies
+
+
 def test_state_and_display_across_cells(kernel):
     assert kernel.execute("let base = 40;").status == "ok"
     outcome = kernel.execute("base + 2")
@@ -88,11 +97,7 @@ def test_queued_executes_are_aborted_after_an_error(kernel):
     client = kernel.client
     failing = client.execute("no_such_name_here")
     queued = [client.execute("1 + 1"), client.execute("2 + 2")]
-    replies = {}
-    deadline = time.monotonic() + TIMEOUT
-    while len(replies) < 3 and time.monotonic() < deadline:
-        reply = client.get_shell_msg(timeout=TIMEOUT)
-        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    replies = shell_replies(client, 3)
     assert replies[failing]["status"] == "error"
     assert [replies[msg_id]["status"] for msg_id in queued] == ["aborted", "aborted"]
     # Aborting stops with the queue: the next request runs normally.
@@ -103,10 +108,7 @@ def test_stop_on_error_false_does_not_abort(kernel):
     client = kernel.client
     failing = client.execute("still_not_defined", stop_on_error=False)
     after = client.execute("5 + 5")
-    replies = {}
-    while len(replies) < 2:
-        reply = client.get_shell_msg(timeout=TIMEOUT)
-        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    replies = shell_replies(client, 2)
     assert replies[failing]["status"] == "error"
     assert replies[after]["status"] == "ok"
 
@@ -465,10 +467,7 @@ def test_an_error_returned_through_question_mark_fails_the_cell(kernel):
     client = kernel.client
     failing = client.execute('let made_here = 5;\nlet parsed: i32 = "x7".parse()?;\nparsed')
     queued = client.execute("before_question + 1")
-    replies = {}
-    while len(replies) < 2:
-        reply = client.get_shell_msg(timeout=TIMEOUT)
-        replies[reply["parent_header"]["msg_id"]] = reply["content"]
+    replies = shell_replies(client, 2)
     assert replies[failing]["status"] == "error"
     assert replies[failing]["ename"] == "Error" and "`?`" in replies[failing]["evalue"]
     assert replies[queued]["status"] == "aborted"

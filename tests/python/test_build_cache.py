@@ -68,6 +68,19 @@ def cli(directory, *args, check=True):
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
+def prebuild(cache, *specs):
+    """`ferrolab prebuild SPECS` into `cache`; its stdout."""
+    done = subprocess.run(
+        [str(BINARY), "prebuild", *specs],
+        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def run_ok(kernel, code):
     outcome = kernel.execute(code, timeout=BUILD_TIMEOUT)
     assert outcome.status == "ok", outcome.error()
@@ -210,15 +223,8 @@ def entry_of(directory, crate_name):
 
 def test_prebuild_fills_it_and_a_tampered_entry_is_rebuilt_not_linked(kernels, cache_dir):
     first, _ = kernels
-    prebuild = subprocess.run(
-        [str(BINARY), "prebuild", "--together", 'ryu = "1"', 'hex = "0.4"'],
-        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache_dir)},
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-    )
-    assert prebuild.returncode == 0, prebuild.stderr
-    assert 'ryu = "1" + hex = "0.4": ready' in prebuild.stdout, prebuild.stdout
+    said = prebuild(cache_dir, "--together", 'ryu = "1"', 'hex = "0.4"')
+    assert 'ryu = "1" + hex = "0.4": ready' in said, said
 
     # Tamper with what prebuild stored for ryu: same size, other bytes.
     entry = entry_of(cache_dir, "ryu")
@@ -252,15 +258,8 @@ def test_prebuild_with_no_crate_leaves_a_first_dep_only_the_users_crate_to_compi
     # own crates (the checkpoint runtime every first `:dep` adds) are then
     # compiled before any notebook asks for a crate.
     cache = tmp_path / "cache"
-    prebuild = subprocess.run(
-        [str(BINARY), "prebuild"],
-        env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-    )
-    assert prebuild.returncode == 0, prebuild.stderr
-    assert "ferrolab's own crates (the checkpoint runtime): ready" in prebuild.stdout, prebuild.stdout
+    said = prebuild(cache)
+    assert "ferrolab's own crates (the checkpoint runtime): ready" in said, said
     kernel = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(cache)})
     try:
         assert run_ok(kernel, ITOA.format(n=12)).result_text() == '"12"'
