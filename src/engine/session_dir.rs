@@ -97,32 +97,50 @@ fn try_lock(file: &File) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
-/// Removes session directories whose kernel is gone (their lock is free),
-/// and staging directories abandoned for more than ten minutes.
+/// How long a directory without a held lock must be left alone before a
+/// sweep takes it for abandoned.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes session directories whose kernel is gone (their lock is free), and
+/// staging directories and lock-less remains left alone for ten minutes.
 fn sweep(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with(".new-") {
-            let abandoned = entry
+        if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            continue;
+        }
+        let abandoned = || {
+            entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|modified| modified.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 600);
-            if abandoned {
+                .is_some_and(|age| age > ABANDONED_AFTER)
+        };
+        if entry.file_name().to_string_lossy().starts_with(".new-") {
+            if abandoned() {
                 let _ = std::fs::remove_dir_all(&path);
             }
             continue;
         }
-        let Ok(lock) = File::open(path.join("lock")) else {
-            // Not fully created yet, or not ours: leave it.
-            continue;
-        };
-        if try_lock(&lock) {
-            let _ = std::fs::remove_dir_all(&path);
+        match File::open(path.join("lock")) {
+            Ok(lock) => {
+                if try_lock(&lock) {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+            // A session is renamed into place only once it holds its lock, so
+            // a directory without one is what a late build wrote after its
+            // kernel removed the session.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if abandoned() {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -168,5 +186,26 @@ mod tests {
         live.remove();
         other.remove();
         assert!(!live.path().exists());
+    }
+
+    #[test]
+    fn remains_without_a_lock_are_swept_once_left_alone() {
+        let live = SessionDir::create().unwrap();
+        let root = live.path().parent().unwrap().to_owned();
+        // What cargo writes when a build outlives its kernel's removal.
+        let old = root.join(format!("1-old{}", std::process::id()));
+        let fresh = root.join(format!("1-fresh{}", std::process::id()));
+        for remains in [&old, &fresh] {
+            std::fs::create_dir_all(remains.join("evcxr/target")).unwrap();
+            std::fs::write(remains.join("evcxr/Cargo.lock"), "").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - ABANDONED_AFTER * 2;
+        File::open(&old).unwrap().set_modified(long_ago).unwrap();
+        let other = SessionDir::create().unwrap();
+        assert!(!old.exists(), "remains left alone for long are swept");
+        assert!(fresh.is_dir(), "remains a build may still write are kept");
+        std::fs::remove_dir_all(&fresh).unwrap();
+        live.remove();
+        other.remove();
     }
 }
