@@ -26,6 +26,9 @@ pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<(
     logging::init();
     let session = match engine::session_dir::SessionDir::create() {
         Ok(session) => {
+            if let Err(error) = magics::checkpoint::write_build_profile(session.path()) {
+                log::warn!("the checkpoint runtime's build profile was not written: {error}");
+            }
             if std::env::var_os("EVCXR_TMPDIR").is_none() {
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("EVCXR_TMPDIR", session.evcxr_dir()) };

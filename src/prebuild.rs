@@ -16,7 +16,7 @@
 //! a kernel's first `:dep` compiles only what the user asked for.
 
 use ferrolab::magics::checkpoint::{
-    CheckpointState, dep_line as dep_line_of_the_runtime, piggyback,
+    CheckpointState, dep_line as dep_line_of_the_runtime, piggyback, write_build_profile,
 };
 use ferrolab_buildcache::{Cache, Settings, session_tag};
 use std::process::{Command, ExitCode};
@@ -106,6 +106,10 @@ pub fn run(request: &Request) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Err(error) = write_build_profile(session.path()) {
+            eprintln!("ferrolab prebuild: cannot write the build profile: {error}");
+            return ExitCode::FAILURE;
+        }
         let evcxr_dir = session.path().join("evcxr");
         let status = Command::new(&exe)
             .arg("prebuild")

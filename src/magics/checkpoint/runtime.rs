@@ -9,6 +9,12 @@
 //! anyway), or on first use when no variable would be dropped; when one
 //! would, the caller saves what it can without the runtime instead. Nothing
 //! is ever lost to it.
+//!
+//! The runtime is compiled without optimisation (a cargo profile override in
+//! the build directory's parent, [`write_build_profile`]): 1.3 s instead of
+//! 4 s whenever a user's crates change its dependencies' features, and its hot
+//! paths (sha2's compression, rmp-serde's code for the user's types) are
+//! compiled in other crates at the session's level anyway.
 
 use super::journal;
 use super::state::CheckpointState;
@@ -16,7 +22,7 @@ use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome};
 use crate::magics::MagicError;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const SOURCES: &[(&str, &str)] = &[
     (
@@ -69,6 +75,22 @@ fn crate_dir() -> PathBuf {
         env!("CARGO_PKG_VERSION"),
         hasher.finish()
     ))
+}
+
+/// The cargo configuration, read by every build below `parent`, that
+/// compiles the runtime crate without optimisation. Kernels and `ferrolab
+/// prebuild` both write it beside their evcxr directory, so their builds of
+/// the runtime share the build cache's entries.
+pub fn write_build_profile(parent: &Path) -> std::io::Result<()> {
+    let dir = parent.join(".cargo");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("config.toml"),
+        "# Written by ferrolab: its checkpoint runtime needs no optimisation.\n\
+         [profile.dev.package.ferrolab-checkpoint]\n\
+         opt-level = 0\n\
+         incremental = false\n",
+    )
 }
 
 /// Writes the crate (atomically: a complete directory or none).
