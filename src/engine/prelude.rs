@@ -21,6 +21,15 @@ pub const ITEMS: &str = concat!(
 /// Runs once per runtime process (after start, a crash, `:restart` or `:clear`).
 pub const SETUP: &str = "ferrolab::__setup();";
 
+/// Runs once after the prelude if no cell is waiting yet (a person reading the
+/// notebook before pressing Run). evcxr asks rust-analyzer for the type of every new
+/// top-level variable, and the first such question makes rust-analyzer expand
+/// and resolve the whole standard library (seconds on a small VM): one
+/// variable here pays that before the first cell instead of in it. It is
+/// moved at once, so evcxr does not keep it.
+pub const WARM_UP: &str = "let __ferrolab_warm_up = { let n = 40 + 2; let v = vec![n]; \
+     let s = format!(\"{n}\"); vec![(v.len() + s.len()) as f64 * 0.5] }; drop(__ferrolab_warm_up);";
+
 /// The session's `ferrolab` module, compiled as part of the tests.
 #[cfg(test)]
 #[allow(dead_code, unused_macros, unused_imports)]

@@ -10,6 +10,10 @@ Usage: bench.py [--rounds N] [--json FILE] [--kernels ferrolab,evcxr,python3]
                 [--evcxr-binary PATH] [--ferrolab-before PATH]
                 [--dep-rounds N] [--dep SPEC]
 
+Besides the first cell sent at ready (Run All on a fresh kernel), two rows time
+a restart (`restart → first result`) and a person who reads for 15 s before
+running a first cell that defines a variable, then a second one.
+
 The `:dep` rows build a crate in a first and then a second kernel, each pair
 with fresh cache directories: ferrolab (its build cache on, as shipped),
 evcxr_jupyter as shipped, and evcxr_jupyter with its own `:cache 2000` typed
@@ -44,6 +48,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 # The same work in each language. `None`: the kernel has no equivalent.
 RUST = {
     "first": "1 + 1",
+    "first let": "let a = 40 + 2; a",
     "define": "let a = 41;",
     "warm a + 1": "a + 1",
     "warm vec + len": "let v = vec![1, 2, 3]; v.len()",
@@ -54,6 +59,7 @@ RUST = {
 }
 PYTHON = {
     "first": "1 + 1",
+    "first let": "a = 40 + 2; a",
     "define": "a = 41",
     "warm a + 1": "a + 1",
     "warm vec + len": "v = [1, 2, 3]; len(v)",
@@ -80,6 +86,8 @@ LABEL = {"ferrolab": "ferrolab", "evcxr": "evcxr_jupyter", "python3": "ipykernel
 CODE["ferrolab-before"] = RUST
 FLOOD["ferrolab-before"] = RUST_FLOOD
 WARM_REPEATS = 5
+# How long the "person reading" rows wait between ready and the first cell.
+READING_PAUSE = 15
 MAGIC_REPEATS = 50
 MEMORY_CELLS = 200
 
@@ -244,6 +252,8 @@ def one_round(name, with_memory):
     figures["kernel_info round trip (median of 200)"] = statistics.median(info)
     figures["kernel_info requests/s (500 at once)"] = kernel_info_rate(client)
     figures["first cell after ready"] = execute(client, code["first"])[0]
+    figures["start → first result (1 + 1 sent at ready)"] = (
+        figures["start → ready"] + figures["first cell after ready"])
     execute(client, code["define"])
     for row in ("warm a + 1", "warm vec + len", "warm fn + call"):
         figures[row] = statistics.median(execute(client, code[row])[0] for _ in range(WARM_REPEATS))
@@ -277,6 +287,28 @@ def one_round(name, with_memory):
     figures["interrupt an endless print → reply"] = interrupt_latency(manager, client, floods["endless print"])
     if floods.get("!yes"):
         figures["interrupt !yes → reply"] = interrupt_latency(manager, client, "!yes")
+    start = time.perf_counter()
+    manager.restart_kernel(now=False)
+    client.wait_for_ready(timeout=300)
+    execute(client, code["first"])
+    figures["restart → first result (1 + 1)"] = time.perf_counter() - start
+    client.stop_channels()
+    manager.shutdown_kernel(now=False)
+    figures.update(reading_start(name))
+    return figures
+
+
+def reading_start(name):
+    """A person opens a notebook, reads for READING_PAUSE seconds, then runs a
+    cell that defines a variable and one more: what the first cells cost once
+    the kernel has had a moment (the figures above send the first cell at ready)."""
+    code = CODE[name]
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name=name, startup_timeout=300)
+    time.sleep(READING_PAUSE)
+    figures = {
+        f"first cell `let a = 40 + 2; a`, {READING_PAUSE} s after ready": execute(client, code["first let"])[0],
+        "  … then `let v = vec![1, 2, 3]; v.len()`": execute(client, code["warm vec + len"])[0],
+    }
     client.stop_channels()
     manager.shutdown_kernel(now=False)
     return figures

@@ -696,3 +696,24 @@ def test_cells_run_when_the_build_directory_shares_a_parent_with_the_toolchain(t
         assert running.execute("20 + 22").result_text() == "42"
     finally:
         running.shutdown()
+
+
+def test_a_kernel_left_idle_warms_up_and_keeps_no_variable_of_its_own(tmp_path):
+    """With no cell waiting once the engine is ready, the kernel makes
+    rust-analyzer read the standard library then (a warm-up cell whose variable
+    is moved at once), not in the user's first cell. The user sees no trace of it."""
+    log = tmp_path / "kernel.log"
+    idle = Kernel(env={"FERROLAB_LOG_FILE": str(log), "FERROLAB_LOG": "info"})
+    try:
+        wait_for_log_count(log, "warm-up in", 1, seconds=TIMEOUT)
+        assert "warm-up failed" not in log.read_text(errors="replace")
+        first = idle.execute("let a = 40 + 2; a")
+        assert first.status == "ok" and first.result_text() == "42"
+        listing = idle.execute(":vars")
+        assert listing.status == "ok"
+        shown = listing.result_text() or listing.stream_text()
+        assert "a: i32" in shown and "__ferrolab" not in shown, shown
+        whos = idle.execute("%whos")
+        assert "__ferrolab" not in whos.stream_text(), whos.stream_text()
+    finally:
+        idle.shutdown()
