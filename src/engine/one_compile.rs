@@ -12,8 +12,13 @@
 //! Invariants:
 //! - the rewrite only replaces the final expression's own text, on its own
 //!   lines: every other statement, and every line number, is unchanged;
-//! - the value is borrowed exactly as evcxr borrows it (`(EXPR).evcxr_display()`
-//!   autorefs; a by-value `evcxr_display` moves it, as under evcxr);
+//! - the value is borrowed as evcxr borrows it (`(EXPR).evcxr_display()`
+//!   autorefs), and its temporaries live until it was shown (`match &(EXPR)`);
+//!   a type whose `evcxr_display` takes `self` by value does not compile so
+//!   and goes through evcxr's own path;
+//! - the value's output follows `__value_follows()`, which tells the relay
+//!   that content blocks printed before it were the cell's own displays
+//!   (`relay::live_blocks`);
 //! - a cell with evcxr `:commands` or `!` lines, or one that does not parse,
 //!   is left alone; so is a cell when the session's display settings differ
 //!   from evcxr's defaults (`:fmt`, `:types`): see [`DisplaySettings`];
@@ -31,8 +36,8 @@ use ra_ap_syntax::{Edition, SourceFile};
 /// Environment switch: `FERROLAB_ONE_COMPILE=0` leaves every cell to evcxr.
 pub const SWITCH_ENV: &str = "FERROLAB_ONE_COMPILE";
 
-const OPEN: &str = "{ #[allow(unused_imports)] use crate::ferrolab::__ShowValue as _; (";
-const CLOSE: &str = ").evcxr_display(); };";
+const OPEN: &str = "{ #[allow(unused_imports)] use crate::ferrolab::__ShowValue as _; match &(";
+const CLOSE: &str = ") { __ferrolab_value => { crate::ferrolab::__value_follows(); __ferrolab_value.evcxr_display(); } } };";
 
 /// Whether the rewrite is switched on for this process.
 pub fn enabled_by_env() -> bool {
@@ -113,6 +118,20 @@ pub fn rewrite(code: &str) -> Option<String> {
     final_expression(&out).is_none().then_some(out)
 }
 
+/// Whether evcxr would show no value for `code`: it parses, has no final
+/// expression and no `:command` or `!` line (whose cells evcxr splits
+/// itself). Such a cell, like a rewritten one, prints nothing evcxr takes for
+/// its value, so its content blocks can be shown as they come.
+pub fn shows_no_value(code: &str) -> bool {
+    !has_commands(code) && parses(code) && final_expression(code).is_none()
+}
+
+fn parses(code: &str) -> bool {
+    SourceFile::parse(&format!("fn f(){{{code}\n}}"), Edition::Edition2024)
+        .errors()
+        .is_empty()
+}
+
 /// Byte range in `code` of the final expression, found the way evcxr 0.22
 /// splits a cell (`statement_splitter`): the cell is parsed as the body of a
 /// function and its last statement counts when it is an expression.
@@ -149,13 +168,15 @@ mod tests {
         assert_eq!(
             rewrite("let a = 1;\na + 1").as_deref(),
             Some(
-                "let a = 1;\n{ #[allow(unused_imports)] use crate::ferrolab::__ShowValue as _; (a + 1).evcxr_display(); };"
+                "let a = 1;\n{ #[allow(unused_imports)] use crate::ferrolab::__ShowValue as _; match &(a + 1) { __ferrolab_value => { crate::ferrolab::__value_follows(); __ferrolab_value.evcxr_display(); } } };"
             )
         );
         let cell = "let v = vec![1];\nv\n    .len() // length\n";
         let rewritten = rewrite(cell).unwrap();
         assert_eq!(rewritten.lines().count(), cell.lines().count());
-        assert!(rewritten.ends_with("(v\n    .len()).evcxr_display(); }; // length\n"));
+        assert!(rewritten.ends_with(
+            "match &(v\n    .len()) { __ferrolab_value => { crate::ferrolab::__value_follows(); __ferrolab_value.evcxr_display(); } } }; // length\n"
+        ));
     }
 
     #[test]
@@ -166,6 +187,19 @@ mod tests {
         assert_eq!(rewrite("for i in 0..2 {}\nlet b = 2;"), None);
         assert_eq!(rewrite(""), None);
         assert_eq!(rewrite("// just a comment"), None);
+    }
+
+    #[test]
+    fn only_parsed_cells_without_a_value_or_commands_show_no_value() {
+        assert!(shows_no_value("let a = 1;"));
+        assert!(shows_no_value(
+            "for i in 0..2 { println!(\"{i}\"); }\nlet b = 2;"
+        ));
+        assert!(shows_no_value("fn f() {}"));
+        assert!(!shows_no_value("let a = 1;\na"));
+        assert!(!shows_no_value(":dep itoa = \"1\"\nlet a = 1;"));
+        assert!(!shows_no_value("!ls"));
+        assert!(!shows_no_value("let a = ;"));
     }
 
     #[test]

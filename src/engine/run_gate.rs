@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The Rust statement that opens the gate (defined in the prelude).
 const GATE_CALL: &str = "crate::ferrolab::__gate";
+/// Added after the gate call (same line) when the run's content blocks are to
+/// be shown as they come (see `relay::live_blocks`).
+const LIVE_DISPLAYS_CALL: &str = "crate::ferrolab::__live_displays();";
 /// What an interrupt writes into the gate file it claims.
 pub const STOPPED_MARK: &[u8] = b"interrupted";
 
@@ -191,12 +194,18 @@ pub struct Guarded {
 /// Puts the gate call on a line of its own before the first line evcxr
 /// compiles as Rust (evcxr reads `:commands`, `!` lines, blank lines, `//`
 /// comments and inner attributes only before any Rust code). `None` when
-/// there is no Rust code in `code`.
-pub fn guard(code: &str, gate: &Path) -> Option<Guarded> {
+/// there is no Rust code in `code`. With `live_displays`, the same line also
+/// announces that the cell's content blocks are displays.
+pub fn guard(code: &str, gate: &Path, live_displays: bool) -> Option<Guarded> {
     let mut offset = 0;
     for (index, line) in code.split_inclusive('\n').enumerate() {
         if is_rust_code(line) {
-            let call = format!("{GATE_CALL}({:?});\n", gate.to_string_lossy());
+            let live = if live_displays {
+                LIVE_DISPLAYS_CALL
+            } else {
+                ""
+            };
+            let call = format!("{GATE_CALL}({:?});{live}\n", gate.to_string_lossy());
             let mut guarded = String::with_capacity(code.len() + call.len());
             guarded.push_str(&code[..offset]);
             guarded.push_str(&call);
@@ -232,16 +241,23 @@ mod tests {
     #[test]
     fn the_gate_goes_before_the_first_rust_line() {
         let gate = Path::new("/s/gate-1");
-        let guarded = guard("let a = 1;\na + 1", gate).unwrap();
+        let guarded = guard("let a = 1;\na + 1", gate, false).unwrap();
         assert_eq!(
             guarded.code,
             "crate::ferrolab::__gate(\"/s/gate-1\");\nlet a = 1;\na + 1"
         );
         assert_eq!(guarded.gate_line, 1);
+        // Announcing live displays adds no line.
+        let live = guard("let a = 1;\na + 1", gate, true).unwrap();
+        assert_eq!(
+            live.code,
+            "crate::ferrolab::__gate(\"/s/gate-1\");crate::ferrolab::__live_displays();\nlet a = 1;\na + 1"
+        );
+        assert_eq!(live.gate_line, 1);
         // Commands, comments, shell lines and attributes stay in front.
         let cell =
             ":dep regex = \"1\"\n\n// note\n!ls\n#![allow(unused)]\nuse std::fmt;\nfn f() {}";
-        let guarded = guard(cell, gate).unwrap();
+        let guarded = guard(cell, gate, false).unwrap();
         assert_eq!(guarded.gate_line, 6);
         assert!(guarded.code.contains(
             "#![allow(unused)]\ncrate::ferrolab::__gate(\"/s/gate-1\");\nuse std::fmt;\n"
@@ -255,13 +271,15 @@ mod tests {
         let mark = String::from_utf8_lossy(STOPPED_MARK);
         assert!(items.contains(&format!("mark == b\"{mark}\"")));
         assert!(GATE_CALL.starts_with("crate::ferrolab::"));
+        assert!(items.contains("pub fn __live_displays()"));
+        assert!(LIVE_DISPLAYS_CALL.starts_with("crate::ferrolab::__live_displays("));
     }
 
     #[test]
     fn cells_without_rust_code_get_no_gate() {
         let gate = Path::new("/s/gate-1");
-        assert_eq!(guard(":vars\n:dep foo = \"1\"\n\n// x\n", gate), None);
-        assert_eq!(guard("", gate), None);
+        assert_eq!(guard(":vars\n:dep foo = \"1\"\n\n// x\n", gate, true), None);
+        assert_eq!(guard("", gate, true), None);
     }
 
     #[test]

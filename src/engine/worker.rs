@@ -311,7 +311,10 @@ impl Worker {
         let before: Vec<(String, String)> = self.variables();
         let clears = code.lines().any(|line| line.trim() == ":clear");
         let rewritten = self.one_compile_rewrite(code);
-        let guarded = match run_gate::guard(code, gate) {
+        // Content blocks are shown as they come unless evcxr will show the
+        // cell's value its own way (then the last one is that value).
+        let live = rewritten.is_some() || one_compile::shows_no_value(code);
+        let guarded = match run_gate::guard(code, gate, live) {
             Some(guarded) if !self.needs_prelude && !clears => Some(guarded),
             unusable => {
                 // No Rust code, or no prelude to define the gate (`:clear`
@@ -330,7 +333,7 @@ impl Worker {
         // The rewritten cell, behind the same gate line (the rewrite changes
         // no line, so `gate_line` holds for both).
         let rewritten = rewritten.map(|rewritten| match &guarded {
-            Some(_) => run_gate::guard(&rewritten, gate).map_or(rewritten, |g| g.code),
+            Some(_) => run_gate::guard(&rewritten, gate, true).map_or(rewritten, |g| g.code),
             None => rewritten,
         });
         let mut result = self.run_code(rewritten.as_deref().unwrap_or(to_run), cell);
@@ -343,7 +346,12 @@ impl Worker {
             // It did not compile, so none of it ran: let evcxr show the cell
             // its own way (its error, or a value the rewrite cannot show).
             log::debug!("one-compile display did not compile; running the cell as written");
-            result = self.run_code(to_run, cell);
+            // As written, evcxr shows the value: the cell's blocks go to it.
+            let as_written = guarded
+                .as_ref()
+                .and_then(|_| run_gate::guard(code, gate, false))
+                .map(|g| g.code);
+            result = self.run_code(as_written.as_deref().unwrap_or(to_run), cell);
         }
         if one_compile::has_commands(code) {
             self.display = None;

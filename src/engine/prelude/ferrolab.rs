@@ -106,7 +106,8 @@ pub fn clear_output(wait: bool) {
 /// Shows a cell's final value with one compile (see `engine::one_compile`).
 ///
 /// The engine rewrites a cell's final expression `EXPR` into
-/// `{ use crate::ferrolab::__ShowValue as _; (EXPR).evcxr_display(); };`
+/// `{ use crate::ferrolab::__ShowValue as _; match &(EXPR) { v => {
+/// crate::ferrolab::__value_follows(); v.evcxr_display(); } } };`
 /// (with `#[allow(unused_imports)]` on the `use`).
 /// Method lookup prefers a type's own (inherent) `evcxr_display` over this
 /// trait's, so such a type shows as it does under evcxr; every other `Debug`
@@ -206,6 +207,21 @@ pub fn __gate(gate: &str) {
     if interrupted {
         std::panic::resume_unwind(Box::new("ferrolab: interrupted before the cell started"));
     }
+}
+
+/// ferrolab puts a call to this at the start of a cell whose value, if it
+/// has one, is shown after `__value_follows`: the content blocks the cell
+/// prints (`EVCXR_BEGIN_CONTENT` ... `EVCXR_END_CONTENT`, as plotters' and
+/// evcxr_image's `evcxr_display` print them) are then shown as they come.
+#[doc(hidden)]
+pub fn __live_displays() {
+    envelope("live", b"");
+}
+
+/// Marks that what the cell prints next is its value (see `__ShowValue`).
+#[doc(hidden)]
+pub fn __value_follows() {
+    envelope("value", b"");
 }
 
 #[doc(hidden)]

@@ -20,11 +20,13 @@
 //! If anything here fails to set up, the child runs as plain evcxr.
 
 mod fds;
+pub mod live_blocks;
 pub mod parser;
 pub mod stdin_watch;
 
 use crate::engine::evcxr_contract;
 use crate::engine::link_frame::{self, Notice, Order};
+use live_blocks::{LiveBlocks, Outcome};
 use parser::{Event, OutputParser};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -101,6 +103,8 @@ struct Relay {
     flush_ack: OwnedFd,
     stdout_parser: OutputParser,
     stderr_parser: OutputParser,
+    /// Content blocks of the current run that are shown as they come.
+    blocks: LiveBlocks,
     in_run: bool,
     /// The command line being forwarded (evcxr may write it in pieces).
     command_line: Vec<u8>,
@@ -161,6 +165,7 @@ impl Relay {
             flush_request,
             flush_ack,
             stdout_parser: OutputParser::new(true),
+            blocks: LiveBlocks::default(),
             stderr_parser: OutputParser::new(false),
             in_run: false,
             command_line: Vec::new(),
@@ -240,6 +245,7 @@ impl Relay {
                     self.in_run = true;
                     self.stdin_wait_ticks = 0;
                     self.run_started = Some((Instant::now(), CpuTimes::now()));
+                    self.blocks.start_run();
                     self.notify(&Notice::RunStarted);
                 }
                 self.command_line.clear();
@@ -279,22 +285,50 @@ impl Relay {
             match event {
                 Event::User(bytes) => self.send_output(from_stderr, &bytes),
                 Event::ParentLine(line) => {
-                    trace(format_args!(
-                        "parent line: {:?}",
-                        String::from_utf8_lossy(&line)
-                    ));
-                    if line == evcxr_contract::EXECUTION_COMPLETE {
-                        self.finish_run(buffer_size);
-                    } else if line == evcxr_contract::USER_ERROR_OCCURRED {
-                        self.notify(&Notice::UserError);
-                    } else if line.starts_with(evcxr_contract::INPUT_REQUEST) {
-                        self.input_pending = true;
+                    for outcome in self.blocks.line(line) {
+                        match outcome {
+                            Outcome::Parent(line) => self.pass_to_parent(line, buffer_size),
+                            Outcome::Display { mime, data } => self.display_block(mime, data),
+                            Outcome::Text(text) => self.send_output(false, &text),
+                        }
                     }
-                    let _ = fds::write_all(&self.to_parent, &line);
                 }
                 Event::Envelope { kind, payload } => self.handle_envelope(&kind, &payload),
             }
         }
+    }
+
+    fn pass_to_parent(&mut self, line: Vec<u8>, buffer_size: usize) {
+        trace(format_args!(
+            "parent line: {:?}",
+            String::from_utf8_lossy(&line)
+        ));
+        if line == evcxr_contract::EXECUTION_COMPLETE {
+            self.finish_run(buffer_size);
+        } else if line == evcxr_contract::USER_ERROR_OCCURRED {
+            self.notify(&Notice::UserError);
+        } else if line.starts_with(evcxr_contract::INPUT_REQUEST) {
+            self.input_pending = true;
+        }
+        let _ = fds::write_all(&self.to_parent, &line);
+    }
+
+    /// A content block the cell printed, shown now (see [`live_blocks`]).
+    fn display_block(&mut self, mime: String, data: String) {
+        let mut bundle = serde_json::Map::new();
+        if mime != "text/plain" {
+            bundle.insert(
+                "text/plain".to_owned(),
+                serde_json::Value::String(format!("<{mime} output>")),
+            );
+        }
+        bundle.insert(mime, serde_json::Value::String(data));
+        self.notify(&Notice::Display {
+            data: bundle,
+            metadata: serde_json::Map::new(),
+            display_id: None,
+            update: false,
+        });
     }
 
     fn handle_envelope(&mut self, kind: &str, payload: &[u8]) {
@@ -313,6 +347,14 @@ impl Relay {
                     return;
                 }
             },
+            "live" => {
+                self.blocks.set_live();
+                return;
+            }
+            "value" => {
+                self.blocks.value_follows();
+                return;
+            }
             "clear" => Notice::ClearOutput {
                 wait: payload == b"wait",
             },

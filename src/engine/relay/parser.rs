@@ -249,7 +249,12 @@ impl OutputParser {
     fn finish_parent_line(&mut self, line: &[u8]) {
         let text = line.strip_suffix(b"\n").unwrap_or(line);
         if self.in_content_block {
-            if text == evcxr_contract::END_CONTENT || text == evcxr_contract::PANIC_NOTIFICATION {
+            // The run's end closes a block the cell never ended, so the next
+            // run's output is not taken for its content.
+            if text == evcxr_contract::END_CONTENT
+                || text == evcxr_contract::PANIC_NOTIFICATION
+                || line == evcxr_contract::EXECUTION_COMPLETE
+            {
                 self.in_content_block = false;
             }
         } else if text.starts_with(evcxr_contract::BEGIN_CONTENT) {
@@ -408,6 +413,29 @@ mod tests {
                 parent("plain line\n"),
                 parent("EVCXR_END_CONTENT\n"),
                 user("after\n"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_end_of_a_run_closes_a_block_the_cell_never_ended() {
+        let mut parser = OutputParser::new(true);
+        let mut input =
+            b"EVCXR_BEGIN_CONTENT text/html\n<b>half\nEVCXR_EXECUTION_COMPLETE\n".to_vec();
+        input.extend_from_slice(&envelope("live", b""));
+        input.extend_from_slice(b"next run\n");
+        let events = run(&mut parser, &[&input]);
+        assert_eq!(
+            events,
+            vec![
+                parent("EVCXR_BEGIN_CONTENT text/html\n"),
+                parent("<b>half\n"),
+                parent("EVCXR_EXECUTION_COMPLETE\n"),
+                Event::Envelope {
+                    kind: "live".into(),
+                    payload: Vec::new()
+                },
+                user("next run\n"),
             ]
         );
     }
