@@ -163,3 +163,57 @@ def test_plotters_figures_drawn_in_a_loop_each_arrive(kernel):
     # Each epoch's line has one more point than the last.
     assert len({figure for figure in figures}) == 3
     assert "<svg" in outcome.of_type("execute_result")[0]["data"]["text/html"]
+
+
+def iopub_until(client, msg_id, done, seconds=TIMEOUT):
+    """The cell's iopub messages (type, content) until `done(messages)` holds."""
+    messages = []
+    deadline = time.monotonic() + seconds
+    while not done(messages):
+        assert time.monotonic() < deadline, f"gave up waiting; saw {[m[0] for m in messages]}"
+        try:
+            message = client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] != "status":
+            messages.append((message["msg_type"], message["content"]))
+    return messages
+
+
+def test_live_plots_and_progress_bars_redraw_one_output_while_the_cell_runs(kernel, tmp_path):
+    """`ferrolab::live` and `ferrolab::progress` show once and then update in place; the
+    updates arrive while the cell runs (it waits for a file the test writes only after the
+    last update came); another cell with the same id gets an output of its own."""
+    flag = tmp_path / "updated"
+    code = (
+        "for epoch in 1..=3u64 {\n"
+        '    ferrolab::live("curve", "image/svg+xml", &format!("<svg><text>{epoch}</text></svg>"));\n'
+        '    ferrolab::progress("epochs", epoch, 3);\n'
+        "}\n"
+        f'while !std::path::Path::new("{flag}").exists() {{\n'
+        "    std::thread::sleep(std::time::Duration::from_millis(20));\n"
+        "}"
+    )
+    client = kernel.client
+    msg_id = client.execute(code)
+    updates = lambda ms: sum(1 for kind, _ in ms if kind == "update_display_data")
+    seen = iopub_until(client, msg_id, lambda ms: updates(ms) == 4)
+    flag.write_text("")
+    reply = client.get_shell_msg(timeout=TIMEOUT)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = client.get_shell_msg(timeout=TIMEOUT)
+    assert reply["content"]["status"] == "ok"
+    shown = [(kind, c["transient"]["display_id"], c["data"]) for kind, c in seen
+             if kind in ("display_data", "update_display_data")]
+    assert [kind for kind, _, _ in shown] == ["display_data"] * 2 + ["update_display_data"] * 4
+    curve_id, bar_id = shown[0][1], shown[1][1]
+    assert curve_id != bar_id
+    assert [data["image/svg+xml"] for _, i, data in shown if i == curve_id] == [
+        f"<svg><text>{epoch}</text></svg>" for epoch in (1, 2, 3)]
+    bars = [data for _, i, data in shown if i == bar_id]
+    assert [bar["text/plain"].split("] ")[1] for bar in bars] == ["1/3 (33%)", "2/3 (67%)", "3/3 (100%)"]
+    assert '<progress value="3" max="3"' in bars[-1]["text/html"]
+    again = kernel.execute('ferrolab::live("curve", "text/plain", "next cell");')
+    assert again.status == "ok"
+    other = again.of_type("display_data")
+    assert len(other) == 1 and other[0]["transient"]["display_id"] != curve_id

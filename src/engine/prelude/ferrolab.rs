@@ -39,13 +39,20 @@ fn envelope(kind: &str, payload: &[u8]) {
 }
 
 fn send_display(kind: &str, mime: &str, data: &str, id: Option<&str>) {
-    let mut bundle = format!("{}: {}", json_string(mime), json_string(data));
+    let placeholder = format!("<{mime} output>");
+    let mut parts = vec![(mime, data)];
     if mime != "text/plain" {
-        bundle.push_str(&format!(
-            ", \"text/plain\": {}",
-            json_string(&format!("<{mime} output>"))
-        ));
+        parts.push(("text/plain", placeholder.as_str()));
     }
+    send_bundle(kind, &parts, id);
+}
+
+fn send_bundle(kind: &str, parts: &[(&str, &str)], id: Option<&str>) {
+    let bundle: Vec<String> = parts
+        .iter()
+        .map(|(mime, data)| format!("{}: {}", json_string(mime), json_string(data)))
+        .collect();
+    let bundle = bundle.join(", ");
     let id = id.map_or("null".to_string(), json_string);
     let payload = format!("{{\"data\": {{{bundle}}}, \"metadata\": {{}}, \"display_id\": {id}}}");
     envelope(kind, payload.as_bytes());
@@ -65,6 +72,82 @@ pub fn display_with_id(id: &str, mime: &str, data: &str) {
 /// Replaces the output shown earlier with `display_with_id(id, ..)`.
 pub fn update_display(id: &str, mime: &str, data: &str) {
     send_display("update_display", mime, data, Some(id));
+}
+
+/// Shows `data` the first time this cell calls it with `id`, and replaces
+/// that output in place on every later call: the one line a loop needs for a
+/// plot or a status it redraws (`ferrolab::live("loss", "image/svg+xml", &svg)`
+/// once per epoch). Another cell using the same `id` gets an output of its own.
+pub fn live(id: &str, mime: &str, data: &str) {
+    let (first, unique) = live_id(id);
+    if first {
+        display_with_id(&unique, mime, data);
+    } else {
+        update_display(&unique, mime, data);
+    }
+}
+
+/// A progress bar redrawn in place (HTML, with a text bar for consoles):
+/// `ferrolab::progress("epochs", epoch, 15)` after each epoch.
+pub fn progress(label: &str, done: u64, total: u64) {
+    let fraction = if total == 0 {
+        1.0
+    } else {
+        (done as f64 / total as f64).clamp(0.0, 1.0)
+    };
+    let filled = (fraction * 30.0).round() as usize;
+    let percent = (fraction * 100.0).round();
+    let text = format!(
+        "{label} [{}{}] {done}/{total} ({percent}%)",
+        "#".repeat(filled),
+        "-".repeat(30 - filled)
+    );
+    let safe: String = label
+        .chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    let html = format!(
+        "<div><progress value=\"{done}\" max=\"{total}\" style=\"width: 40ch\"></progress> \
+         {safe} {done}/{total} ({percent}%)</div>"
+    );
+    let (first, unique) = live_id(&format!("progress:{label}"));
+    let kind = if first { "display" } else { "update_display" };
+    send_bundle(
+        kind,
+        &[("text/html", &html), ("text/plain", &text)],
+        Some(&unique),
+    );
+}
+
+/// Whether this cell shows `id` for the first time, and the display id it
+/// uses: `id` made unique to this cell (each cell's code is its own library,
+/// with its own copy of these statics), so a frontend's update of one cell's
+/// output never touches another's.
+fn live_id(id: &str) -> (bool, String) {
+    use std::sync::{Mutex, OnceLock};
+    static CELL: OnceLock<String> = OnceLock::new();
+    static SHOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let cell = CELL.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        format!("{nanos:x}")
+    });
+    let unique = format!("{id}-{cell}");
+    let mut shown = SHOWN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let first = !shown.contains(&unique);
+    if first {
+        shown.push(unique.clone());
+    }
+    (first, unique)
 }
 
 pub fn display_html(html: &str) {
