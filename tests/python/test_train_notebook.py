@@ -101,6 +101,7 @@ def test_the_training_notebook_learns_survives_a_crash_resumes_and_submits(tmp_p
         errors = [o for o in crashed.outputs if o.output_type == "error"]
         assert errors and "history" in errors[0]["evalue"], text_of(crashed)
         assert plotted_points(crashed) == [6, 6]
+        assert "6/15 (40%)" in text_of(crashed), "no progress bar at epoch 6"
 
         # Restore: the epoch, step and weights of epoch 6 came back.
         resumed = text_of(cell_with(cells, "varmap.load("))
@@ -122,6 +123,7 @@ def test_the_training_notebook_learns_survives_a_crash_resumes_and_submits(tmp_p
         assert final_accuracy >= 0.90, f"validation accuracy {final_accuracy:.1%} is under 90%"
         assert final_accuracy >= before[-1][3], "the resumed run ended worse than where it stopped"
         assert plotted_points(continued_cell[0]) == [15, 15]
+        assert "15/15 (100%)" in text_of(continued_cell[0]), "no progress bar at the end"
 
         # The weights went into a checkpoint with the training state.
         manifests = sorted((data / "checkpoints").glob("ckpt-*/MANIFEST.json"))
