@@ -194,8 +194,12 @@ async fn kernel_info_is_wrapped_in_busy_and_idle_and_answered_on_both_channels()
         let reply = TestKernel::recv(socket, &codec).await;
         assert_eq!(reply.msg_type(), "kernel_info_reply");
         assert_eq!(reply.parent_msg_id(), Some(request.header.msg_id.as_str()));
-        assert_eq!(reply.header.version, "5.3");
-        assert_eq!(reply.content["protocol_version"], "5.3");
+        assert_eq!(reply.header.version, "5.5");
+        assert_eq!(reply.content["protocol_version"], "5.5");
+        assert_eq!(
+            reply.content["supported_features"],
+            json!(["kernel subshells"])
+        );
         assert_eq!(reply.content["language_info"]["name"], "rust");
         assert_eq!(reply.content["language_info"]["file_extension"], ".rs");
         let iopub = kernel.iopub_until_idle(&request.header.msg_id).await;

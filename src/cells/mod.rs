@@ -6,6 +6,14 @@
 //! cell and is its single error. A value from a segment that is not the last
 //! is shown as display data; the last segment's value is the cell's result.
 //! Completeness checks are answered here, without the engine.
+//!
+//! Cells of several shells (the main shell and its subshells) may run at
+//! once. The magics' shared state is locked per segment, not per cell, and a
+//! Rust segment holds it only around its hooks, never while its code
+//! compiles or runs: a subshell's `%gpu` or `!tail` answers while the main
+//! shell trains. Rust segments take turns (`rust_turn`, taken before the
+//! state lock, never after it); one that got its turn after an interrupt does
+//! not run.
 
 mod completeness;
 pub mod help;
@@ -25,12 +33,14 @@ use crate::magics::{Call, Kind, MagicError, MagicResult, MagicState, Registry};
 use crate::protocol::content::{ErrorInfo, MimeBundle};
 use segments::Segment;
 use serde_json::{Map, Value, json};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 pub struct Router {
     engine: Engine,
     registry: Registry,
     state: Mutex<MagicState>,
+    /// Held for the whole of a Rust segment (hooks, compile, run).
+    rust_turn: Mutex<()>,
     running: ProcessSlot,
     rustc_version: Arc<OnceLock<String>>,
     gpus: Arc<OnceLock<Vec<String>>>,
@@ -45,11 +55,18 @@ impl Router {
             engine: Engine::new(session),
             registry: Registry::standard(),
             state: Mutex::new(MagicState::new(running.clone())),
+            rust_turn: Mutex::new(()),
             running,
             rustc_version: Arc::new(OnceLock::new()),
             gpus: Arc::new(OnceLock::new()),
             kernel_name: kernel_name.to_owned(),
         }
+    }
+
+    fn state(&self) -> MutexGuard<'_, MagicState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs one segment; adds to `lost` the `(name, type)` of variables a
@@ -58,48 +75,23 @@ impl Router {
         &self,
         segment: Segment,
         cell: &CellContext,
-        state: &mut MagicState,
         lost: &mut Vec<(String, String)>,
     ) -> ExecuteOutcome {
-        let mut call =
-            |name: &str, args: &str, body: &str, run: &dyn Fn(&mut Call) -> MagicResult| {
-                let mut call = Call {
-                    name,
-                    args,
-                    body,
-                    cell,
-                    engine: &self.engine,
-                    state,
-                    registry: &self.registry,
-                };
-                into_outcome(run(&mut call))
+        let call = |name: &str, args: &str, body: &str, run: &dyn Fn(&mut Call) -> MagicResult| {
+            let mut state = self.state();
+            let mut call = Call {
+                name,
+                args,
+                body,
+                cell,
+                engine: &self.engine,
+                state: &mut state,
+                registry: &self.registry,
             };
+            into_outcome(run(&mut call))
+        };
         match segment {
-            Segment::Rust { code, first_line } => {
-                let env = state.environment();
-                let mut run = RustRun::new(&code);
-                for hook in state.hooks() {
-                    run = match hook.before_rust(&self.engine, run, cell, &env) {
-                        Ok(run) => run,
-                        Err(outcome) => return outcome,
-                    };
-                }
-                let ran = self
-                    .engine
-                    .run(&run.code, first_line - run.lines_added, cell);
-                let succeeded = matches!(ran.outcome, ExecuteOutcome::Ok { .. });
-                for hook in state.hooks() {
-                    hook.after_rust(&code, &run, succeeded);
-                }
-                lost.extend(ran.lost_variables);
-                let mut outcome = ran.outcome;
-                if let ExecuteOutcome::Error(error) = &mut outcome
-                    && error.ename == "CompileError"
-                {
-                    error.traceback.extend(python_lines::hints(&code));
-                }
-                outcome
-            }
+            Segment::Rust { code, first_line } => self.run_rust(&code, first_line, cell, lost),
             Segment::LineMagic { name, args, .. } => match self.registry.find(Kind::Line, &name) {
                 Some(magic) => call(&name, &args, "", &magic.run),
                 None => into_outcome(Err(self.registry.unknown(Kind::Line, &name))),
@@ -117,6 +109,49 @@ impl Router {
             }),
             Segment::Help(query) => self.help(&query.target, cell),
         }
+    }
+
+    fn run_rust(
+        &self,
+        code: &str,
+        first_line: usize,
+        cell: &CellContext,
+        lost: &mut Vec<(String, String)>,
+    ) -> ExecuteOutcome {
+        let _turn = self
+            .rust_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cell.is_cancelled() {
+            // Interrupted while another shell's Rust code had the turn.
+            return interrupted_before_running();
+        }
+        let mut run = RustRun::new(code);
+        {
+            let mut state = self.state();
+            let env = state.environment();
+            for hook in state.hooks() {
+                run = match hook.before_rust(&self.engine, run, cell, &env) {
+                    Ok(run) => run,
+                    Err(outcome) => return outcome,
+                };
+            }
+        }
+        let ran = self
+            .engine
+            .run(&run.code, first_line - run.lines_added, cell);
+        let succeeded = matches!(ran.outcome, ExecuteOutcome::Ok { .. });
+        for hook in self.state().hooks() {
+            hook.after_rust(code, &run, succeeded);
+        }
+        lost.extend(ran.lost_variables);
+        let mut outcome = ran.outcome;
+        if let ExecuteOutcome::Error(error) = &mut outcome
+            && error.ename == "CompileError"
+        {
+            error.traceback.extend(python_lines::hints(code));
+        }
+        outcome
     }
 
     fn help(&self, target: &str, cell: &CellContext) -> ExecuteOutcome {
@@ -254,10 +289,6 @@ impl Interpreter for Router {
     }
 
     fn execute(&self, code: &str, cell: &CellContext) -> ExecuteOutcome {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let segments = segments::parse(code);
         let last = segments.len().saturating_sub(1);
         let mut final_result = None;
@@ -266,27 +297,20 @@ impl Interpreter for Router {
         for (index, segment) in segments.into_iter().enumerate() {
             if cell.is_cancelled() {
                 // Stopped between segments (or before the first): what ran is kept.
-                let (evalue, shown) = if index == 0 {
-                    (
-                        "the cell was interrupted before its code ran; no variables were lost",
-                        "the cell was stopped before its code ran.",
-                    )
+                return if index == 0 {
+                    interrupted_before_running()
                 } else {
-                    (
+                    ExecuteOutcome::error(
+                        "Interrupted",
                         "the cell was interrupted; the rest of it did not run; no variables were lost",
-                        "the cell was interrupted; the rest of it did not run.",
+                        vec![
+                            "\x1b[1;31mInterrupted\x1b[0m: the cell was interrupted; the rest of it did not run.".into(),
+                            "No variables were lost.".into(),
+                        ],
                     )
                 };
-                return ExecuteOutcome::error(
-                    "Interrupted",
-                    evalue,
-                    vec![
-                        format!("\x1b[1;31mInterrupted\x1b[0m: {shown}"),
-                        "No variables were lost.".into(),
-                    ],
-                );
             }
-            match self.run_segment(segment, cell, &mut state, &mut lost) {
+            match self.run_segment(segment, cell, &mut lost) {
                 ExecuteOutcome::Ok {
                     result,
                     payload: more,
@@ -299,6 +323,7 @@ impl Interpreter for Router {
                     }
                 }
                 mut error => {
+                    let mut state = self.state();
                     let env = state.environment();
                     for hook in state.hooks() {
                         hook.after_cell(&self.engine, cell, false, &env);
@@ -314,9 +339,12 @@ impl Interpreter for Router {
                 }
             }
         }
-        let env = state.environment();
-        for hook in state.hooks() {
-            hook.after_cell(&self.engine, cell, true, &env);
+        {
+            let mut state = self.state();
+            let env = state.environment();
+            for hook in state.hooks() {
+                hook.after_cell(&self.engine, cell, true, &env);
+            }
         }
         if cell.is_cancelled() {
             return ExecuteOutcome::error(
@@ -389,4 +417,16 @@ impl Interpreter for Router {
         self.running.interrupt();
         self.engine.shutdown();
     }
+}
+
+/// A cell stopped before any of its code ran.
+fn interrupted_before_running() -> ExecuteOutcome {
+    ExecuteOutcome::error(
+        "Interrupted",
+        "the cell was interrupted before its code ran; no variables were lost",
+        vec![
+            "\x1b[1;31mInterrupted\x1b[0m: the cell was stopped before its code ran.".into(),
+            "No variables were lost.".into(),
+        ],
+    )
 }

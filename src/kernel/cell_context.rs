@@ -218,6 +218,13 @@ impl CellContext {
             self.inner.parent.clone(),
         );
         request.identities = route.identities.clone();
+        // JEP 91: a subshell's stdin messages carry its id.
+        request.header.subshell_id = self
+            .inner
+            .parent
+            .get("subshell_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let (reply_tx, reply_rx) = std::sync::mpsc::channel();
         if !route.calls.send(InputCall {
             request,

@@ -1,16 +1,20 @@
-//! The control channel: kernel_info, interrupt, shutdown and usage, served on
-//! their own task so they never wait behind a running cell.
+//! The control channel: kernel_info, interrupt, shutdown, usage and the
+//! subshell requests (create, delete, list), served on their own task so they
+//! never wait behind a running cell.
 
 use crate::kernel::info;
 use crate::kernel::interpreter::Interpreter;
 use crate::kernel::iopub::Publisher;
 use crate::kernel::requests::{Replies, malformed_reply, send_routed};
-use crate::kernel::shell::CurrentCancel;
+use crate::kernel::running_cells::RunningCells;
+use crate::kernel::subshells::Subshells;
 use crate::kernel::usage::UsageProbe;
-use crate::protocol::content::{self, InterruptReply, ShutdownReply, ShutdownRequest};
+use crate::protocol::content::{
+    self, CreateSubshellReply, DeleteSubshellRequest, ErrorInfo, InterruptReply, ListSubshellReply,
+    ShutdownReply, ShutdownRequest,
+};
 use crate::protocol::{Codec, Message};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 pub struct ControlSession {
@@ -18,7 +22,8 @@ pub struct ControlSession {
     pub publisher: Publisher,
     pub replies: Replies,
     pub codec: Codec,
-    pub current_cancel: CurrentCancel,
+    pub running: RunningCells,
+    pub subshells: Subshells,
     pub shutdown: Option<oneshot::Sender<bool>>,
     pub usage: UsageProbe,
 }
@@ -41,7 +46,7 @@ impl ControlSession {
                     self.reply(&request, reply).await;
                 }
                 "interrupt_request" => {
-                    interrupt(&self.interpreter, &self.current_cancel, &self.publisher).await;
+                    interrupt(&self.interpreter, &self.running, &self.publisher).await;
                     let reply = content::to_value(&InterruptReply { status: "ok" });
                     self.reply(&request, reply).await;
                 }
@@ -72,6 +77,35 @@ impl ControlSession {
                     };
                     self.reply(&request, reply).await;
                 }
+                "create_subshell_request" => {
+                    let subshell_id = self.subshells.create();
+                    let reply = CreateSubshellReply {
+                        status: "ok",
+                        subshell_id,
+                    };
+                    self.reply(&request, content::to_value(&reply)).await;
+                }
+                "delete_subshell_request" => {
+                    let reply = match request.content_as::<DeleteSubshellRequest>() {
+                        Ok(delete) => match self.subshells.delete(&delete.subshell_id) {
+                            Ok(()) => serde_json::json!({"status": "ok"}),
+                            Err(error) => error_reply(error),
+                        },
+                        Err(error) => error_reply(ErrorInfo {
+                            ename: "BadRequest".into(),
+                            evalue: format!("delete_subshell_request needs a subshell_id: {error}"),
+                            traceback: vec![],
+                        }),
+                    };
+                    self.reply(&request, reply).await;
+                }
+                "list_subshell_request" => {
+                    let reply = ListSubshellReply {
+                        status: "ok",
+                        subshell_id: self.subshells.list(),
+                    };
+                    self.reply(&request, content::to_value(&reply)).await;
+                }
                 other => log::info!("control: ignoring unsupported message type {other:?}"),
             }
             self.publisher.status("idle", &parent);
@@ -84,36 +118,39 @@ impl ControlSession {
     }
 }
 
+fn error_reply(error: ErrorInfo) -> serde_json::Value {
+    let mut reply = content::to_value(&error);
+    reply["status"] = "error".into();
+    reply
+}
+
 /// What the kernel logs (at info level) once an interrupt has marked the
 /// current cell; tests wait for it.
 const INTERRUPT_MARKED: &str = "interrupt: the current cell is marked interrupted";
 
-/// Marks the running cell cancelled and asks the interpreter to stop it. Used
-/// for interrupt_request and for SIGINT alike. Producers of the cell's output
+/// Marks the running cells cancelled (of every shell: an interrupt is
+/// kernel-wide) and asks the interpreter to stop them. Used for
+/// interrupt_request and for SIGINT alike. Producers of the cells' output
 /// that wait for the client stop waiting (their output is dropped, with a
 /// note), so the interrupt is not stuck behind a flood.
 ///
-/// Invariant: the interpreter is asked to stop while `current_cancel` stays
-/// locked. The shell takes that lock to start the next cell, so an interrupt
-/// that arrives as one cell ends acts on that cell alone (or on nothing),
-/// never on the cell the client sends next.
+/// Invariant: the interpreter is asked to stop under the [`RunningCells`]
+/// lock, so an interrupt never reaches a cell a client sends after it.
 pub async fn interrupt(
     interpreter: &Arc<dyn Interpreter>,
-    current_cancel: &CurrentCancel,
+    running: &RunningCells,
     publisher: &Publisher,
 ) {
     let interpreter = interpreter.clone();
-    let current_cancel = current_cancel.clone();
+    let running = running.clone();
     let publisher = publisher.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        let current = current_cancel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        current.store(true, Ordering::SeqCst);
-        log::info!("{INTERRUPT_MARKED}");
-        publisher.interrupted();
-        widen_interrupt_window();
-        interpreter.interrupt();
+        running.interrupt_all(|| {
+            log::info!("{INTERRUPT_MARKED}");
+            publisher.interrupted();
+            widen_interrupt_window();
+            interpreter.interrupt();
+        });
     })
     .await;
 }

@@ -6,6 +6,9 @@ use crate::protocol::PROTOCOL_VERSION;
 use crate::protocol::content::{self, HelpLink, KernelInfoReply, LanguageInfo};
 use serde_json::Value;
 
+/// The optional feature name of JEP 91.
+pub const SUBSHELLS_FEATURE: &str = "kernel subshells";
+
 pub fn kernel_info(interpreter: &dyn Interpreter) -> Value {
     let identity = interpreter.identity();
     content::to_value(&KernelInfoReply {
@@ -29,5 +32,6 @@ pub fn kernel_info(interpreter: &dyn Interpreter) -> Value {
             .into_iter()
             .map(|(text, url)| HelpLink { text, url })
             .collect(),
+        supported_features: vec![SUBSHELLS_FEATURE],
     })
 }

@@ -3,7 +3,8 @@
 //! Each libzmq socket is owned by one thread (`transport`): the shell and
 //! control threads verify requests and queue them for their sessions, which
 //! run as tokio tasks; the IOPub, stdin and heartbeat threads do their whole
-//! job themselves.
+//! job themselves. Shell requests go to the main shell or to the subshell
+//! their header names (`subshells`); an interrupt is kernel-wide.
 //! `starting` is published once; `kernel_info` is answered immediately while the
 //! interpreter warms up in the background. SIGINT means "interrupt" and never
 //! ends the process; a `shutdown_request` replies, stops the interpreter's
@@ -22,10 +23,12 @@ pub mod interpreter;
 mod iopub;
 pub mod output_budget;
 mod requests;
+mod running_cells;
 mod shell;
 mod sockets;
 mod stdin;
 pub mod stream_batch;
+mod subshells;
 pub mod transport;
 mod usage;
 
@@ -34,8 +37,8 @@ pub use interpreter::{Completeness, Completions, ExecuteOutcome, Interpreter, Ke
 
 use crate::protocol::{Codec, ConnectionInfo};
 use history::History;
+use running_cells::RunningCells;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -112,22 +115,23 @@ async fn serve_async(
     let stdin_calls = stdin::spawn(threads, sockets.stdin, limit, codec.clone())?;
     interpreter.start();
 
-    let current_cancel = Arc::new(Mutex::new(Arc::new(AtomicBool::new(false))));
+    let running = RunningCells::default();
     let (shutdown_tx, shutdown_rx) = oneshot::channel();
 
     let (shell_queue, shell_replies) =
         requests::spawn(threads, "shell", sockets.shell, limit, codec.clone())?;
-    let shell = shell::ShellSession {
+    let subshells = subshells::Subshells::new(shell::ShellParts {
         interpreter: interpreter.clone(),
         publisher: publisher.clone(),
         replies: shell_replies,
         codec: codec.clone(),
         stdin: stdin_calls,
-        current_cancel: current_cancel.clone(),
-        history: Arc::new(Mutex::new(History::open(History::default_path()))),
-        execution_count: 0,
-    };
-    tokio::spawn(shell.run(shell_queue));
+        running: running.clone(),
+    });
+    subshells.serve(
+        shell_queue,
+        Arc::new(Mutex::new(History::open(History::default_path()))),
+    );
 
     let (control_queue, control_replies) =
         requests::spawn(threads, "control", sockets.control, limit, codec.clone())?;
@@ -136,19 +140,20 @@ async fn serve_async(
         publisher: publisher.clone(),
         replies: control_replies,
         codec,
-        current_cancel: current_cancel.clone(),
+        running: running.clone(),
+        subshells,
         shutdown: Some(shutdown_tx),
         usage: usage::UsageProbe::new(),
     };
     tokio::spawn(control.run(control_queue));
 
-    spawn_sigint_handler(interpreter, current_cancel, publisher)?;
+    spawn_sigint_handler(interpreter, running, publisher)?;
     Ok(shutdown_rx.await.unwrap_or(false))
 }
 
 fn spawn_sigint_handler(
     interpreter: Arc<dyn Interpreter>,
-    current_cancel: shell::CurrentCancel,
+    running: RunningCells,
     publisher: iopub::Publisher,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -156,7 +161,7 @@ fn spawn_sigint_handler(
     tokio::spawn(async move {
         while sigint.recv().await.is_some() {
             log::info!("SIGINT: interrupting the running cell");
-            control::interrupt(&interpreter, &current_cancel, &publisher).await;
+            control::interrupt(&interpreter, &running, &publisher).await;
         }
     });
     Ok(())

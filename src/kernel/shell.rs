@@ -1,4 +1,6 @@
-//! The shell channel's session: one request at a time, in arrival order.
+//! A shell session: one request at a time, in arrival order. The main shell
+//! and every subshell (see `subshells`) is one of these, with its own
+//! execution counter and history; they run concurrently.
 //!
 //! Owns the execution counter and the history. Around every request it
 //! publishes `busy` then `idle`; for execute it publishes `execute_input`, lets
@@ -16,6 +18,7 @@ use crate::kernel::cell_context::StdinRoute;
 use crate::kernel::interpreter::{Completeness, ExecuteOutcome, Interpreter};
 use crate::kernel::iopub::Publisher;
 use crate::kernel::requests::{Replies, malformed_reply, send_routed};
+use crate::kernel::running_cells::{RunningCells, ShellKey};
 use crate::kernel::stdin::InputCall;
 use crate::kernel::transport::Mailbox;
 use crate::kernel::{CellContext, info};
@@ -28,7 +31,6 @@ use crate::protocol::content::{
 use crate::protocol::{Codec, Message};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -54,21 +56,35 @@ impl Arrived<'_> {
     }
 }
 
-/// The cancel flag of the cell that runs now; the control channel sets it.
-pub type CurrentCancel = Arc<Mutex<Arc<AtomicBool>>>;
-
-pub struct ShellSession {
+/// What every shell session of a kernel shares.
+#[derive(Clone)]
+pub struct ShellParts {
     pub interpreter: Arc<dyn Interpreter>,
     pub publisher: Publisher,
     pub replies: Replies,
     pub codec: Codec,
     pub stdin: Mailbox<InputCall>,
-    pub current_cancel: CurrentCancel,
-    pub history: SharedHistory,
-    pub execution_count: u64,
+    pub running: RunningCells,
+}
+
+pub struct ShellSession {
+    parts: ShellParts,
+    /// `None` for the main shell, the subshell's id otherwise.
+    key: ShellKey,
+    history: SharedHistory,
+    execution_count: u64,
 }
 
 impl ShellSession {
+    pub fn new(parts: ShellParts, key: ShellKey, history: SharedHistory) -> Self {
+        ShellSession {
+            parts,
+            key,
+            history,
+            execution_count: 0,
+        }
+    }
+
     /// Serves requests until the queue closes.
     pub async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Message>) {
         let mut held: VecDeque<Message> = VecDeque::new();
@@ -88,12 +104,15 @@ impl ShellSession {
                 self.abort(&aborted).await;
             }
         }
+        if self.key.is_some() {
+            self.parts.running.forget(&self.key);
+        }
     }
 
     /// Handles one request; returns the queued executes that must be aborted.
     async fn handle(&mut self, request: Message, arrived: &mut Arrived<'_>) -> Vec<Message> {
         let parent = request.raw_header.clone();
-        self.publisher.status("busy", &parent);
+        self.parts.publisher.status("busy", &parent);
         let mut abort_queued = Vec::new();
         if request.malformed.is_some() {
             if let Some(mut reply) = malformed_reply(&request) {
@@ -102,13 +121,13 @@ impl ShellSession {
                 }
                 self.reply(&request, reply).await;
             }
-            self.publisher.status("idle", &parent);
+            self.parts.publisher.status("idle", &parent);
             return abort_queued;
         }
         match request.msg_type() {
             "execute_request" => abort_queued = self.execute(&request, arrived).await,
             "kernel_info_request" => {
-                let reply = info::kernel_info(self.interpreter.as_ref());
+                let reply = info::kernel_info(self.parts.interpreter.as_ref());
                 self.reply(&request, reply).await;
             }
             "complete_request" => self.complete(&request).await,
@@ -131,7 +150,7 @@ impl ShellSession {
             }
             other => log::info!("shell: ignoring unsupported message type {other:?}"),
         }
-        self.publisher.status("idle", &parent);
+        self.parts.publisher.status("idle", &parent);
         abort_queued
     }
 
@@ -159,7 +178,7 @@ impl ShellSession {
                 code: execute.code.clone(),
                 execution_count: count,
             };
-            self.publisher.publish(
+            self.parts.publisher.publish(
                 "execute_input",
                 content::to_value(&input),
                 &request.raw_header,
@@ -170,7 +189,7 @@ impl ShellSession {
         } else {
             ExecuteOutcome::ok()
         };
-        self.publisher.flush().await;
+        self.parts.publisher.flush().await;
         match outcome {
             ExecuteOutcome::Ok { result, payload } => {
                 let output_text = result
@@ -186,12 +205,12 @@ impl ShellSession {
                         data,
                         metadata: Map::new(),
                     };
-                    self.publisher.publish(
+                    self.parts.publisher.publish(
                         "execute_result",
                         content::to_value(&result),
                         &request.raw_header,
                     );
-                    self.publisher.flush().await;
+                    self.parts.publisher.flush().await;
                 }
                 let reply = ExecuteReplyOk {
                     status: "ok",
@@ -201,15 +220,18 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    let input = self.interpreter.history_text(&execute.code);
+                    let input = self.parts.interpreter.history_text(&execute.code);
                     lock(&self.history).store(count, &input, output_text.as_deref());
                 }
                 Vec::new()
             }
             ExecuteOutcome::Error(info) => {
-                self.publisher
-                    .publish("error", content::to_value(&info), &request.raw_header);
-                self.publisher.flush().await;
+                self.parts.publisher.publish(
+                    "error",
+                    content::to_value(&info),
+                    &request.raw_header,
+                );
+                self.parts.publisher.flush().await;
                 let aborted = if execute.stop_on_error && !execute.silent {
                     arrived.executes()
                 } else {
@@ -224,7 +246,7 @@ impl ShellSession {
                 };
                 self.reply(request, content::to_value(&reply)).await;
                 if stores {
-                    let input = self.interpreter.history_text(&execute.code);
+                    let input = self.parts.interpreter.history_text(&execute.code);
                     lock(&self.history).store(count, &input, None);
                 }
                 aborted
@@ -238,17 +260,13 @@ impl ShellSession {
         execute: &ExecuteRequest,
         count: u64,
     ) -> ExecuteOutcome {
-        let cancelled = Arc::new(AtomicBool::new(false));
-        *self
-            .current_cancel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = cancelled.clone();
+        let cancelled = self.parts.running.begin(&self.key);
         let stdin = execute.allow_stdin.then(|| StdinRoute {
-            calls: self.stdin.clone(),
+            calls: self.parts.stdin.clone(),
             identities: request.identities.clone(),
         });
         let cell = CellContext::new(
-            self.publisher.clone(),
+            self.parts.publisher.clone(),
             self.history.clone(),
             request.raw_header.clone(),
             stdin,
@@ -256,7 +274,7 @@ impl ShellSession {
             count,
             execute.silent,
         );
-        let interpreter = self.interpreter.clone();
+        let interpreter = self.parts.interpreter.clone();
         let code = execute.code.clone();
         let running = cell.clone();
         let outcome = tokio::task::spawn_blocking(move || interpreter.execute(&code, &running))
@@ -274,7 +292,7 @@ impl ShellSession {
             let note = format!(
                 "[ferrolab: the cell was interrupted while its output waited for the client; {dropped} bytes of output were dropped]\n"
             );
-            self.publisher.publish(
+            self.parts.publisher.publish(
                 "stream",
                 json!({"name": "stderr", "text": note}),
                 &request.raw_header,
@@ -285,15 +303,15 @@ impl ShellSession {
 
     async fn abort(&mut self, request: &Message) {
         let parent = request.raw_header.clone();
-        self.publisher.status("busy", &parent);
+        self.parts.publisher.status("busy", &parent);
         let reply = ExecuteReplyAborted {
             status: "aborted",
             execution_count: self.execution_count,
         };
-        let mut message = request.reply(self.publisher.session(), content::to_value(&reply));
+        let mut message = request.reply(self.parts.publisher.session(), content::to_value(&reply));
         message.metadata = json!({"status": "aborted"});
         self.send(message).await;
-        self.publisher.status("idle", &parent);
+        self.parts.publisher.status("idle", &parent);
     }
 
     async fn complete(&mut self, request: &Message) {
@@ -303,7 +321,7 @@ impl ShellSession {
         let cursor = complete
             .cursor_pos
             .unwrap_or_else(|| complete.code.chars().count());
-        let interpreter = self.interpreter.clone();
+        let interpreter = self.parts.interpreter.clone();
         let code = complete.code;
         let completions = tokio::task::spawn_blocking(move || interpreter.complete(&code, cursor))
             .await
@@ -332,7 +350,7 @@ impl ShellSession {
         let cursor = inspect
             .cursor_pos
             .unwrap_or_else(|| inspect.code.chars().count());
-        let interpreter = self.interpreter.clone();
+        let interpreter = self.parts.interpreter.clone();
         let data = tokio::task::spawn_blocking(move || {
             interpreter.inspect(&inspect.code, cursor, inspect.detail_level)
         })
@@ -352,7 +370,7 @@ impl ShellSession {
         let Ok(is_complete) = request.content_as::<IsCompleteRequest>() else {
             return self.reply_bad_request(request).await;
         };
-        let reply = match self.interpreter.is_complete(&is_complete.code) {
+        let reply = match self.parts.interpreter.is_complete(&is_complete.code) {
             Completeness::Complete => IsCompleteReply {
                 status: "complete",
                 indent: None,
@@ -396,7 +414,7 @@ impl ShellSession {
                     comm_id: open.comm_id,
                     data: Map::new(),
                 };
-                self.publisher.publish(
+                self.parts.publisher.publish(
                     "comm_close",
                     content::to_value(&close),
                     &request.raw_header,
@@ -425,12 +443,12 @@ impl ShellSession {
     }
 
     async fn reply(&mut self, request: &Message, content: Value) {
-        let message = request.reply(self.publisher.session(), content);
+        let message = request.reply(self.parts.publisher.session(), content);
         self.send(message).await;
     }
 
     async fn send(&mut self, message: Message) {
-        send_routed(&self.replies, &self.codec, message);
+        send_routed(&self.parts.replies, &self.parts.codec, message);
     }
 }
 

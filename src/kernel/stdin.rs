@@ -1,7 +1,9 @@
 //! The stdin channel: sends `input_request`s and routes `input_reply`s back to
-//! the cell that asked, matched by parent `msg_id`. Replies nobody waits for
-//! (stale, or for an interrupted cell) are dropped with a log line. Runs on the
-//! stdin socket's own thread.
+//! the cell that asked, matched by parent `msg_id`. Each shell (main or
+//! subshell) has at most one question outstanding: a new one from the same
+//! shell replaces a cell's that gave up. Replies nobody waits for (stale, or
+//! for an interrupted cell) are dropped with a log line. Runs on the stdin
+//! socket's own thread.
 
 use crate::kernel::drop_log::DropLog;
 use crate::kernel::transport::{Endpoint, Mailbox, SocketThreads, send_frames};
@@ -30,23 +32,55 @@ pub fn spawn(
     threads.spawn("stdin", socket, limit, stdin)
 }
 
+/// A question outstanding: which shell asked, and where its answer goes.
+struct Waiter {
+    shell: Option<String>,
+    reply: std::sync::mpsc::Sender<String>,
+}
+
 struct Stdin {
     codec: Codec,
-    waiting: HashMap<String, std::sync::mpsc::Sender<String>>,
+    /// By the `msg_id` of the `input_request`.
+    waiting: HashMap<String, Waiter>,
     drops: DropLog,
+}
+
+impl Stdin {
+    /// The one question outstanding from the reply's shell, or else the one
+    /// question outstanding at all; `None` when that is ambiguous.
+    fn only_question_of(&mut self, shell: Option<&str>) -> Option<Waiter> {
+        let of_shell: Vec<&String> = self
+            .waiting
+            .iter()
+            .filter(|(_, waiter)| waiter.shell.as_deref() == shell)
+            .map(|(id, _)| id)
+            .collect();
+        let id = match (of_shell.as_slice(), self.waiting.len()) {
+            ([one], _) => (*one).clone(),
+            (_, 1) => self.waiting.keys().next()?.clone(),
+            _ => return None,
+        };
+        self.waiting.remove(&id)
+    }
 }
 
 impl Endpoint for Stdin {
     type Command = InputCall;
 
     fn command(&mut self, socket: &mut zmq::Socket, call: InputCall) {
-        // One cell asks at a time; anything still waiting belongs to a cell that gave up.
-        self.waiting.clear();
+        // One cell per shell asks at a time; anything still waiting from the
+        // same shell belongs to a cell that gave up.
+        let shell = call.request.header.subshell_id.clone();
+        self.waiting.retain(|_, waiter| waiter.shell != shell);
         let frames = self.codec.encode(&call.request);
         match send_frames(socket, frames, zmq::DONTWAIT) {
             Ok(()) => {
+                let waiter = Waiter {
+                    shell,
+                    reply: call.reply,
+                };
                 self.waiting
-                    .insert(call.request.header.msg_id.clone(), call.reply);
+                    .insert(call.request.header.msg_id.clone(), waiter);
             }
             Err(error) => log::warn!("stdin: could not send input_request: {error}"),
         }
@@ -77,22 +111,15 @@ impl Endpoint for Stdin {
             .and_then(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
-        // jupyter_client sends input_reply without a parent header; with
-        // one cell asking at a time, a reply without a known parent
-        // belongs to the only question outstanding.
+        // jupyter_client sends input_reply without a parent header: such a
+        // reply belongs to the only question outstanding, if there is one.
         let by_parent = message
             .parent_msg_id()
             .and_then(|id| self.waiting.remove(id));
-        let waiter = by_parent.or_else(|| {
-            if self.waiting.len() == 1 {
-                self.waiting.drain().next().map(|(_, sender)| sender)
-            } else {
-                None
-            }
-        });
+        let waiter = by_parent.or_else(|| self.only_question_of(message.subshell_id()));
         match waiter {
-            Some(sender) => {
-                let _ = sender.send(value);
+            Some(waiter) => {
+                let _ = waiter.reply.send(value);
             }
             None => log::info!("stdin: input_reply for a request nobody waits for; dropped"),
         }

@@ -140,6 +140,28 @@ pub struct KernelInfoReply {
     pub banner: String,
     pub debugger: bool,
     pub help_links: Vec<HelpLink>,
+    /// Optional protocol features (JEP 92), e.g. "kernel subshells".
+    pub supported_features: Vec<&'static str>,
+}
+
+/// `create_subshell_reply`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateSubshellReply {
+    pub status: &'static str,
+    pub subshell_id: String,
+}
+
+/// `delete_subshell_request`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeleteSubshellRequest {
+    pub subshell_id: String,
+}
+
+/// `list_subshell_reply`: the child subshells (the main shell is not listed).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListSubshellReply {
+    pub status: &'static str,
+    pub subshell_id: Vec<String>,
 }
 
 /// The error triple shared by `error` outputs and error replies.

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The messaging protocol version this kernel speaks and stamps on headers.
-pub const PROTOCOL_VERSION: &str = "5.3";
+/// The messaging protocol version this kernel speaks and stamps on headers:
+/// 5.5, for the XPUB IOPub welcome (JEP 65) and kernel subshells (JEP 91).
+pub const PROTOCOL_VERSION: &str = "5.5";
 
 /// A message header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub struct Header {
     pub msg_type: String,
     #[serde(default)]
     pub version: String,
+    /// The subshell a shell or stdin message belongs to (protocol 5.5);
+    /// absent or null for the main shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subshell_id: Option<String>,
 }
 
 impl Header {
@@ -38,6 +43,7 @@ impl Header {
             date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             msg_type: msg_type.to_owned(),
             version: PROTOCOL_VERSION.to_owned(),
+            subshell_id: None,
         }
     }
 }
@@ -104,6 +110,11 @@ impl Message {
         T::deserialize(&self.content)
     }
 
+    /// The subshell this request is for (`None`: the main shell).
+    pub fn subshell_id(&self) -> Option<&str> {
+        self.header.subshell_id.as_deref()
+    }
+
     /// The `msg_id` of the parent, if any.
     pub fn parent_msg_id(&self) -> Option<&str> {
         self.parent_header.get("msg_id").and_then(Value::as_str)
@@ -136,6 +147,20 @@ mod tests {
         assert_eq!(reply.header.session, "kernel-session");
         assert_eq!(reply.header.version, PROTOCOL_VERSION);
         assert_ne!(reply.header.msg_id, "m1");
+    }
+
+    #[test]
+    fn subshell_id_is_read_from_headers_and_left_out_of_ours() {
+        let child: Header = serde_json::from_value(serde_json::json!({
+            "msg_id": "m", "msg_type": "execute_request", "subshell_id": "abc"}))
+        .unwrap();
+        assert_eq!(child.subshell_id.as_deref(), Some("abc"));
+        let main: Header = serde_json::from_value(serde_json::json!({
+            "msg_id": "m", "msg_type": "execute_request", "subshell_id": null}))
+        .unwrap();
+        assert_eq!(main.subshell_id, None);
+        let ours = serde_json::to_value(Header::new("status", "s")).unwrap();
+        assert!(ours.get("subshell_id").is_none(), "{ours}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 """JupyterLab in a real browser (Debian's chromium driven by Playwright): the
 launcher shows "Rust (ferrolab)" with its logo; a notebook on it runs a cell with
 output and a value, shows a compile error, stops `loop {}` with the interrupt
-button, survives "Restart Kernel" from the menu, and runs magics.
+button, survives "Restart Kernel" from the menu, and runs magics; JupyterLab's
+"New Subshell Console for Notebook" (protocol 5.5 subshells) answers `%pwd`
+while the notebook's cell still runs.
 
 A screenshot of every step goes to $FERROLAB_TEST_ARTIFACTS/browser (kept after a
 failure). Playwright never downloads a browser: it launches /usr/bin/chromium.
@@ -179,6 +181,38 @@ def test_jupyterlab_round_trip(lab):
             manual = page.request.get(f"{lab['url']}/kernelspecs/ferrolab/help.html?token={lab['token']}")
             assert manual.status == 200
             assert 'id="magics"' in manual.text()
+
+            # A console on a subshell answers while the notebook's cell runs: the cell
+            # waits for a file the test creates only after the console showed its answer.
+            flag = Path(lab["root"]) / "release-the-notebook"
+            run_cell(page, 'println!("training");\n'
+                           f'while !std::path::Path::new("{flag}").exists() {{\n'
+                           '    std::thread::sleep(std::time::Duration::from_millis(50));\n'
+                           '}\n'
+                           'println!("trained");')
+            training = cell_output(page, 6)
+            training.get_by_text("training", exact=True).wait_for()
+            page.keyboard.press("Control+Shift+C")
+            page.locator(".lm-CommandPalette-input").fill("New Subshell Console for Notebook")
+            page.locator(".lm-CommandPalette-item", has_text="New Subshell Console for Notebook").first.click()
+            prompt = page.locator(".jp-CodeConsole-promptCell .cm-content")
+            prompt.wait_for()
+            prompt.click()
+            page.keyboard.insert_text("%pwd")
+            page.keyboard.press("Shift+Enter")
+            page.locator(".jp-CodeConsole-content .jp-OutputArea").get_by_text(
+                str(lab["root"]), exact=False).first.wait_for()
+            # "training" and "trained" end up in one <pre>: match the word, not the element.
+            assert training.get_by_text("trained").count() == 0
+            steps.shot("subshell-console")
+            flag.write_text("")
+            # Close the console (Alt+W; JupyterLab then deletes its subshell) so the
+            # notebook has its whole height again and the cell comes back into view.
+            prompt.click()
+            page.keyboard.press("Alt+w")
+            prompt.wait_for(state="detached")
+            page.locator(".jp-Notebook .jp-Cell").nth(6).scroll_into_view_if_needed()
+            training.get_by_text("trained").wait_for()
         except Exception:
             steps.shot("failure")
             raise

@@ -1,8 +1,8 @@
 """The community conformance suite (jupyter_kernel_test) against ferrolab.
 
 Every attribute a Rust kernel can meet is set. IOPub is an XPUB socket that
-welcomes each new subscriber with `iopub_welcome` (JEP 65); the kernel still
-announces protocol 5.3, since 5.5 also needs subshells.
+welcomes each new subscriber with `iopub_welcome` (JEP 65); with subshells
+(tests/python/test_subshells.py) the kernel speaks protocol 5.5.
 """
 
 import unittest
