@@ -405,7 +405,7 @@ impl Interpreter for Router {
     }
 
     fn history_text(&self, code: &str) -> String {
-        crate::magics::secrets::redact_history(code)
+        ferrolab_secrets::redact_history(code)
     }
 
     fn interrupt(&self) {

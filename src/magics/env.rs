@@ -4,7 +4,7 @@
 //! running Rust code (`std::env::var`) and to runtimes started later. The
 //! kernel's own environment is not modified (that is unsound in a process with
 //! threads). Values of secret-looking names (see
-//! [`secrets`](super::secrets): KEY, TOKEN, SECRET, PASSWORD, PWD, PASS,
+//! [`ferrolab_secrets`]: KEY, TOKEN, SECRET, PASSWORD, PWD, PASS,
 //! CREDENTIAL, AUTH, PAT, PRIVATE, …) are shown as `<hidden>` everywhere —
 //! listings and confirmations alike — and URL passwords as
 //! `scheme://user:<hidden>@host`.
@@ -33,7 +33,7 @@ pub fn magics() -> Vec<Magic> {
 }
 
 fn shown(name: &str, value: &str) -> String {
-    super::secrets::shown_value(name, value)
+    ferrolab_secrets::shown_value(name, value)
 }
 
 fn valid_name(name: &str) -> bool {

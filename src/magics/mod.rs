@@ -17,7 +17,6 @@ pub mod gpu;
 pub mod hooks;
 mod inspect;
 mod kaggle;
-pub mod secrets;
 pub mod shell;
 mod state;
 mod timing;

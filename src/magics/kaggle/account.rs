@@ -7,15 +7,16 @@
 //! introspected, which also says whose it is) and says where they came from.
 //! None of these print a key or a token, nor a password in the proxy URL.
 
+use super::Ctx;
 use super::args::{Config, Login};
-use super::client::{COMPETITIONS, SECURITY};
-use super::config::{self, SETTINGS};
-use super::credentials::{self, Auth};
-use super::errors::{KaggleError, Target};
-use super::{Ctx, refs};
 use crate::kernel::InputError;
-use crate::magics::secrets::shown_value;
 use crate::magics::{MagicError, MagicResult};
+use ferrolab_kaggle::client::{COMPETITIONS, SECURITY};
+use ferrolab_kaggle::config::{self, SETTINGS};
+use ferrolab_kaggle::credentials::{self, Auth};
+use ferrolab_kaggle::errors::{KaggleError, Target};
+use ferrolab_kaggle::refs;
+use ferrolab_secrets::shown_value;
 use serde_json::{Value, json};
 
 fn ask(ctx: &Ctx, prompt: &str, password: bool) -> Result<String, MagicError> {

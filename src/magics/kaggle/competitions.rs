@@ -4,12 +4,12 @@
 //! with their `errorDescription`) and leaderboard (`--show` / `--download`).
 
 use super::args::Competitions;
-use super::client::{Api, COMPETITIONS, as_u64};
-use super::download::Naming;
-use super::errors::{KaggleError, Target};
-use super::tables::{self, Table, left, linked, right};
 use super::{Ctx, Get, file_dir, get};
 use crate::magics::{MagicError, MagicResult, text_result};
+use ferrolab_kaggle::client::{Api, COMPETITIONS, as_u64};
+use ferrolab_kaggle::download::Naming;
+use ferrolab_kaggle::errors::{KaggleError, Target};
+use ferrolab_kaggle::tables::{self, Table, left, linked, right};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -72,7 +72,7 @@ fn api(ctx: &mut Ctx, target: &Target) -> Result<Api, MagicError> {
 
 /// The slug of a competition `ref` (a full URL in the current API).
 fn slug_of(reference: &str) -> String {
-    super::refs::competition(reference).unwrap_or_else(|_| reference.to_owned())
+    ferrolab_kaggle::refs::competition(reference).unwrap_or_else(|_| reference.to_owned())
 }
 
 fn list(ctx: &mut Ctx, search: String, page: u32) -> MagicResult {

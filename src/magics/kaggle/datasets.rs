@@ -4,14 +4,14 @@
 //! licence, and an error if it cannot be had).
 
 use super::args::Datasets;
-use super::client::{Api, DATASETS};
 use super::competitions::{all_pages, files_table};
-use super::download::Naming;
-use super::errors::{KaggleError, Target};
-use super::refs::{self, Dataset};
-use super::tables::{self, Table, left, linked, right};
 use super::{Ctx, Get, file_dir, get};
 use crate::magics::{MagicError, MagicResult, text_result};
+use ferrolab_kaggle::client::{Api, DATASETS};
+use ferrolab_kaggle::download::Naming;
+use ferrolab_kaggle::errors::{KaggleError, Target};
+use ferrolab_kaggle::refs::{self, Dataset};
+use ferrolab_kaggle::tables::{self, Table, left, linked, right};
 use serde_json::{Value, json};
 
 pub fn run(ctx: &mut Ctx, command: Datasets) -> MagicResult {

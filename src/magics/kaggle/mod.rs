@@ -1,40 +1,31 @@
-//! `%kaggle`: the Kaggle workflow in the kernel, natively — credentials,
-//! competition and dataset downloads (resumable, checked, with `--unzip`),
-//! submissions with scores, the leaderboard — against the current Kaggle API
-//! (the `/api/v1` REST dialect the official `kaggle` CLI speaks), with the
-//! official CLI's commands.
+//! `%kaggle`: the Kaggle workflow in the notebook — credentials, competition
+//! and dataset downloads (resumable, checked, with `--unzip`), submissions
+//! with scores, the leaderboard — with the official CLI's commands. The
+//! client itself is the `ferrolab-kaggle` crate (`crates/kaggle`); this
+//! magic is its adapter: [`args`] parses the command line, [`competitions`],
+//! [`datasets`] and [`account`] run the commands, [`progress`] draws the
+//! download bar in the cell.
 //!
-//! This module parses the command line and runs the command with a [`Ctx`]:
-//! the environment (with `%env` changes), the cwd, the cell, the credentials
-//! lookup. Invariant: every text that leaves (streams, results, the error) is
-//! passed through [`scrub::scrub`], so a key or token never shows even
-//! if a server echoes it; nothing here logs one.
+//! Each command runs with a [`Ctx`]: the environment (with `%env` changes),
+//! the cwd, the cell, the credentials lookup. Invariant: every text that
+//! leaves (streams, results, the error) is passed through [`scrub::scrub`],
+//! so a key or token never shows even if a server echoes it; nothing here
+//! logs one.
 
 mod account;
 mod args;
-mod client;
 mod competitions;
-mod config;
-mod credentials;
 mod datasets;
-mod download;
-mod env;
-mod errors;
 mod progress;
-mod refs;
-mod scrub;
-mod sidecar;
-mod tables;
-mod transfer;
-mod unzip;
 
 use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
 use crate::kernel::{CellContext, StreamName};
 use crate::protocol::content::MimeBundle;
-use client::{Api, Cancel};
-use download::{Fetch, Fetched, Naming};
-use env::Env;
-use errors::{AuthContext, KaggleError, Target};
+use ferrolab_kaggle::client::{Api, Cancel};
+use ferrolab_kaggle::download::{self, Fetch, Fetched, Naming};
+use ferrolab_kaggle::errors::{self, AuthContext, KaggleError, Target};
+use ferrolab_kaggle::{Env, Silent, config, credentials, refs, scrub, tables, transfer, unzip};
+use progress::CellProgress;
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
 
@@ -171,7 +162,8 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn explain(&self, error: KaggleError, target: &Target) -> MagicError {
-        errors::explain(error, target, &self.auth)
+        let explained = errors::explain(error, target, &self.auth);
+        MagicError::new(explained.ename, explained.message)
     }
 
     /// A path typed by the user: `~` and `$VAR` expanded, relative to the cwd.
@@ -288,14 +280,18 @@ pub(crate) struct Get<'a> {
 }
 
 pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, KaggleError> {
-    let fetched = download::fetch(&Fetch {
+    let fetch = Fetch {
         api,
         locate: get.locate,
         dir: get.dir.clone(),
         naming: get.naming,
         force: get.force,
-        cell: (!get.quiet).then(|| ctx.cell.clone()),
-    })?;
+    };
+    let fetched = if get.quiet {
+        download::fetch(&fetch, &mut Silent)
+    } else {
+        download::fetch(&fetch, &mut CellProgress::new(ctx.cell.clone()))
+    }?;
     let (path, remote) = match fetched {
         Fetched::UpToDate { path, why, remote } => {
             if !get.quiet {
@@ -337,7 +333,7 @@ pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, Kag
         return Ok(Some(path));
     }
     let dest = path.parent().unwrap_or(&get.dir).to_path_buf();
-    let limits = unzip_limits(&ctx.env)?;
+    let limits = unzip::Limits::from_env(&ctx.env)?;
     match unzip::extract(&path, &dest, limits, &ctx.cancel()) {
         Ok(extracted) => {
             std::fs::remove_file(&path).map_err(|error| {
@@ -366,57 +362,13 @@ pub(crate) fn get(ctx: &Ctx, api: &Api, get: Get) -> Result<Option<PathBuf>, Kag
         )),
         Err(error) => {
             if error.archive_is_damaged() {
-                mark_stale(&path);
+                download::mark_stale(&path);
             }
             Err(KaggleError::other(
                 "KaggleUnzipError",
                 error.describe(&path, &dest),
             ))
         }
-    }
-}
-
-/// The `--unzip` limits: `FERROLAB_UNZIP_MAX_BYTES` (bytes, or with a k, M,
-/// G or T unit; default none) and `FERROLAB_UNZIP_MAX_RATIO` (default 100;
-/// `0` or `none` turns it off), `%env` changes included.
-fn unzip_limits(env: &Env) -> Result<unzip::Limits, KaggleError> {
-    let mut limits = unzip::Limits::default();
-    let bad = |name: &str, value: &str, wanted: &str| {
-        KaggleError::other(
-            "UsageError",
-            format!("{name}={value} is not {wanted}; fix it with %env {name}=..."),
-        )
-    };
-    if let Some(value) = env.get("FERROLAB_UNZIP_MAX_BYTES") {
-        limits.max_bytes = Some(unzip::parse_bytes(value).ok_or_else(|| {
-            bad(
-                "FERROLAB_UNZIP_MAX_BYTES",
-                value,
-                "a size such as 50G or 2000000",
-            )
-        })?);
-    }
-    if let Some(value) = env.get("FERROLAB_UNZIP_MAX_RATIO") {
-        limits.max_ratio = match value.trim() {
-            "0" | "none" => None,
-            number => Some(number.parse::<u64>().map_err(|_| {
-                bad(
-                    "FERROLAB_UNZIP_MAX_RATIO",
-                    value,
-                    "a whole number such as 100 (or none)",
-                )
-            })?),
-        };
-    }
-    Ok(limits)
-}
-
-/// A kept archive that turned out damaged is not a good local copy: its
-/// modification time goes back to 1970, so the next run downloads it again
-/// (see [`download::up_to_date`]) instead of extracting the same bad bytes.
-fn mark_stale(path: &Path) {
-    if let Ok(file) = std::fs::File::options().write(true).open(path) {
-        let _ = file.set_modified(std::time::SystemTime::UNIX_EPOCH);
     }
 }
 
@@ -459,81 +411,6 @@ mod tests {
         );
         assert!(file_dir(dir, "../x.csv").is_err());
         assert!(file_dir(dir, "/etc/passwd").is_err());
-    }
-
-    /// Keeps every log line (of every test in this binary) for a scan.
-    struct Capture(std::sync::Mutex<Vec<String>>);
-
-    impl log::Log for Capture {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{} {}", record.target(), record.args()));
-        }
-        fn flush(&self) {}
-    }
-
-    static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
-
-    #[test]
-    fn secrets_never_reach_output_errors_or_logs() {
-        use client::tests::{api, canned, json};
-        let _ = log::set_logger(&CAPTURE);
-        log::set_max_level(log::LevelFilter::Trace);
-        let temp = tempfile::tempdir().unwrap();
-        let key = "k3y-that-must-stay-secret";
-        std::fs::write(
-            temp.path().join("kaggle.json"),
-            format!(r#"{{"username":"alice","key":"{key}"}}"#),
-        )
-        .unwrap();
-        let env = Env::of(&[
-            ("KAGGLE_CONFIG_DIR", temp.path().to_str().unwrap()),
-            ("HOME", temp.path().to_str().unwrap()),
-        ]);
-        let lookup = credentials::lookup(&env);
-        let auth = lookup.found.as_ref().unwrap().auth.clone();
-        let header = auth.header();
-        // A server that echoes the credentials it was sent, as text and as the header.
-        let echo = format!(r#"{{"code":401,"message":"bad key {key} in {header}"}}"#);
-        let server = canned(vec![json("401 Unauthorized", &echo)]);
-        let error = api(&server, Some(auth.clone()))
-            .call(
-                client::COMPETITIONS,
-                "ListCompetitions",
-                &serde_json::json!({}),
-            )
-            .unwrap_err();
-        let auth_context = AuthContext {
-            source: lookup.found.as_ref().map(|found| found.source.to_string()),
-            tried: lookup.tried.clone(),
-            config_dir: temp.path().display().to_string(),
-        };
-        let shown = errors::explain(error, &Target::competition("titanic"), &auth_context);
-        let secrets = lookup.secrets();
-        let evalue = scrub::scrub(&shown.evalue, &secrets);
-        let traceback = scrub::scrub(&shown.traceback.join("\n"), &secrets);
-        let basic = header.trim_start_matches("Basic ");
-        for text in [
-            &evalue,
-            &traceback,
-            &format!("{lookup:?}"),
-            &format!("{auth:?}"),
-        ] {
-            assert!(!text.contains(key), "{text}");
-            assert!(!text.contains(basic), "{text}");
-        }
-        assert!(evalue.contains("rejected the credentials"), "{evalue}");
-        let logged = CAPTURE.0.lock().unwrap().join("\n");
-        assert!(
-            logged.contains("ListCompetitions"),
-            "nothing logged: {logged}"
-        );
-        assert!(!logged.contains(key) && !logged.contains(basic), "{logged}");
     }
 
     #[test]

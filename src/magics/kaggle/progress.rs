@@ -1,33 +1,45 @@
-//! The live progress bar of a download: one `display_data` with a display id,
+//! The live progress bar of a download in the cell: the client's
+//! [`Progress`] shown as one `display_data` with a display id per transfer,
 //! then `update_display_data` at most every 250 ms (bytes, percent, MB/s,
 //! ETA), and a last update that says 100% with the time and mean speed.
-//! Without a cell (quiet, or in unit tests) it shows nothing.
 
-use super::tables::{escape, size};
 use crate::kernel::CellContext;
 use crate::protocol::content::MimeBundle;
+use ferrolab_kaggle::Progress;
+use ferrolab_kaggle::tables::{escape, size};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
 const EVERY: Duration = Duration::from_millis(250);
 const WIDTH: usize = 24;
 
-pub struct Progress {
-    cell: Option<CellContext>,
+/// The bar of the transfer under way.
+struct Bar {
     id: String,
     name: String,
     total: Option<u64>,
-    /// Bytes that were already on disk when this run started (a resume).
+    /// Bytes that were already on disk when this transfer started (a resume).
     resumed_from: u64,
     started: Instant,
     shown: Option<Instant>,
 }
 
-impl Progress {
-    /// Shows the bar at `done` bytes (quiet: `cell` is `None`).
-    pub fn start(cell: Option<CellContext>, name: &str, total: Option<u64>, done: u64) -> Self {
-        let progress = Progress {
-            cell,
+/// A download's progress, drawn in `cell`.
+pub struct CellProgress {
+    cell: CellContext,
+    bar: Option<Bar>,
+}
+
+impl CellProgress {
+    pub fn new(cell: CellContext) -> Self {
+        CellProgress { cell, bar: None }
+    }
+}
+
+impl Progress for CellProgress {
+    /// Shows a new bar at `done` bytes.
+    fn start(&mut self, name: &str, total: Option<u64>, done: u64) {
+        let bar = Bar {
             id: format!("ferrolab-kaggle-{}", uuid::Uuid::new_v4().simple()),
             name: name.to_owned(),
             total,
@@ -35,47 +47,45 @@ impl Progress {
             started: Instant::now(),
             shown: None,
         };
-        if let Some(cell) = &progress.cell {
-            cell.display(progress.bundle(done, false), Map::new(), Some(&progress.id));
-        }
-        progress
+        self.cell
+            .display(bar.bundle(done, false), Map::new(), Some(&bar.id));
+        self.bar = Some(bar);
     }
 
     /// Updates the bar, at most every 250 ms.
-    pub fn update(&mut self, done: u64) {
+    fn update(&mut self, done: u64) {
+        let Some(bar) = &mut self.bar else { return };
         let now = Instant::now();
-        if self.shown.is_some_and(|shown| now - shown < EVERY) {
+        if bar.shown.is_some_and(|shown| now - shown < EVERY) {
             return;
         }
-        self.shown = Some(now);
-        if let Some(cell) = &self.cell {
-            cell.update_display(self.bundle(done, false), Map::new(), &self.id);
-        }
+        bar.shown = Some(now);
+        self.cell
+            .update_display(bar.bundle(done, false), Map::new(), &bar.id);
     }
 
-    /// The last update (100%), and the summary line it shows.
-    pub fn finish(&mut self, done: u64) -> String {
-        self.total = Some(done);
-        let summary = self.summary(done);
-        if let Some(cell) = &self.cell {
-            cell.update_display(self.bundle(done, true), Map::new(), &self.id);
-        }
-        summary
+    /// The last update: 100%, the time and the mean speed.
+    fn finish(&mut self, done: u64) {
+        let Some(bar) = &mut self.bar else { return };
+        bar.total = Some(done);
+        self.cell
+            .update_display(bar.bundle(done, true), Map::new(), &bar.id);
     }
 
     /// Leaves the bar where it stopped, with a note (interrupted, failed).
-    pub fn stop(&mut self, done: u64, note: &str) {
-        if let Some(cell) = &self.cell {
-            let mut bundle = self.bundle(done, false);
-            for (_, value) in bundle.iter_mut() {
-                if let Value::String(text) = value {
-                    text.push_str(&format!(" — {}", escape(note)));
-                }
+    fn stop(&mut self, done: u64, note: &str) {
+        let Some(bar) = &self.bar else { return };
+        let mut bundle = bar.bundle(done, false);
+        for (_, value) in bundle.iter_mut() {
+            if let Value::String(text) = value {
+                text.push_str(&format!(" — {}", escape(note)));
             }
-            cell.update_display(bundle, Map::new(), &self.id);
         }
+        self.cell.update_display(bundle, Map::new(), &bar.id);
     }
+}
 
+impl Bar {
     fn rate(&self, done: u64) -> f64 {
         let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
         done.saturating_sub(self.resumed_from) as f64 / seconds
@@ -194,12 +204,21 @@ mod tests {
     }
 
     #[test]
-    fn quiet_progress_says_100_percent_at_the_end() {
-        let mut progress = Progress::start(None, "a.zip", Some(10), 0);
-        progress.update(5);
-        let summary = progress.finish(10);
-        assert!(summary.starts_with("a.zip: 10 B in "), "{summary}");
-        let bundle = progress.bundle(10, true);
-        assert!(bundle["text/plain"].as_str().unwrap().contains("100%"));
+    fn the_last_update_says_100_percent_and_the_summary() {
+        let bar = Bar {
+            id: String::new(),
+            name: "a.zip".into(),
+            total: Some(10),
+            resumed_from: 0,
+            started: Instant::now(),
+            shown: None,
+        };
+        assert!(bar.summary(10).starts_with("a.zip: 10 B in "));
+        let bundle = bar.bundle(10, true);
+        let plain = bundle["text/plain"].as_str().unwrap();
+        assert!(
+            plain.contains("100%") && plain.contains("a.zip: 10 B in "),
+            "{plain}"
+        );
     }
 }

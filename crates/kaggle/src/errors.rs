@@ -6,7 +6,6 @@
 //!
 //! Messages never include a key, a token or a signed URL's query string.
 
-use super::super::MagicError;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +101,23 @@ impl Target {
     }
 }
 
+/// A failure worded for the user: an error name (`KaggleAuthError`,
+/// `KaggleForbidden`, …) and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    pub ename: &'static str,
+    pub message: String,
+}
+
+impl Explained {
+    fn new(ename: &'static str, message: impl Into<String>) -> Self {
+        Explained {
+            ename,
+            message: message.into(),
+        }
+    }
+}
+
 /// The credential context a 401 is explained with.
 #[derive(Debug, Clone, Default)]
 pub struct AuthContext {
@@ -140,9 +156,9 @@ pub fn retry_words(after: Option<Duration>, now: SystemTime) -> String {
 }
 
 /// The user-facing error for `error`, about `target`.
-pub fn explain(error: KaggleError, target: &Target, auth: &AuthContext) -> MagicError {
+pub fn explain(error: KaggleError, target: &Target, auth: &AuthContext) -> Explained {
     match error {
-        KaggleError::NoCredentials { tried } => MagicError::new(
+        KaggleError::NoCredentials { tried } => Explained::new(
             "KaggleAuthError",
             format!(
                 "No Kaggle credentials found. {HOW_TO_SET}\nLooked in, in order:\n  {}",
@@ -155,7 +171,7 @@ pub fn explain(error: KaggleError, target: &Target, auth: &AuthContext) -> Magic
             retry_after,
             attempts,
         } => status_error(status, &message, retry_after, attempts, target, auth),
-        KaggleError::Network { host, reason } => MagicError::new(
+        KaggleError::Network { host, reason } => Explained::new(
             "KaggleNetworkError",
             format!(
                 "Could not reach {host}: {reason}. Check the network connection{}.",
@@ -166,13 +182,13 @@ pub fn explain(error: KaggleError, target: &Target, auth: &AuthContext) -> Magic
                 }
             ),
         ),
-        KaggleError::Protocol(message) => MagicError::new(
+        KaggleError::Protocol(message) => Explained::new(
             "KaggleError",
             format!("Unexpected answer from Kaggle: {message}"),
         ),
-        KaggleError::Io(message) => MagicError::new("KaggleIOError", message),
-        KaggleError::Interrupted(message) => MagicError::new("Interrupted", message),
-        KaggleError::Other { ename, message } => MagicError::new(ename, message),
+        KaggleError::Io(message) => Explained::new("KaggleIOError", message),
+        KaggleError::Interrupted(message) => Explained::new("Interrupted", message),
+        KaggleError::Other { ename, message } => Explained::new(ename, message),
     }
 }
 
@@ -183,7 +199,7 @@ fn status_error(
     attempts: u32,
     target: &Target,
     auth: &AuthContext,
-) -> MagicError {
+) -> Explained {
     let said = server_says(message);
     match status {
         401 => {
@@ -193,7 +209,7 @@ fn status_error(
                 ),
                 None => format!("Kaggle needs credentials for this (401 Unauthorized).{said}"),
             };
-            MagicError::new(
+            Explained::new(
                 "KaggleAuthError",
                 format!(
                     "{rejected}\n{HOW_TO_SET} The configuration directory is {}.\nSources, in order:\n  {}",
@@ -219,7 +235,7 @@ fn status_error(
             } else {
                 "Your account does not have access to this.".to_owned()
             };
-            MagicError::new("KaggleForbidden", format!("403 Forbidden.{said}\n{advice}"))
+            Explained::new("KaggleForbidden", format!("403 Forbidden.{said}\n{advice}"))
         }
         404 => {
             let what = if target.noun.is_empty() {
@@ -238,19 +254,19 @@ fn status_error(
             } else {
                 ""
             };
-            MagicError::new(
+            Explained::new(
                 "KaggleNotFound",
                 format!("{what} was not found (404).{said}{hint}"),
             )
         }
-        429 => MagicError::new(
+        429 => Explained::new(
             "KaggleRateLimited",
             format!(
                 "Kaggle is rate-limiting requests (429 Too Many Requests).{said} {}",
                 retry_words(retry_after, SystemTime::now())
             ),
         ),
-        500..=599 => MagicError::new(
+        500..=599 => Explained::new(
             "KaggleServerError",
             format!(
                 "Kaggle's server failed with HTTP {status} ({} {}).{said} This is on Kaggle's side: try again in a few minutes.",
@@ -258,7 +274,7 @@ fn status_error(
                 if attempts == 1 { "try" } else { "tries" }
             ),
         ),
-        _ => MagicError::new(
+        _ => Explained::new(
             "KaggleError",
             format!(
                 "Kaggle answered HTTP {status}{}.{said}",
@@ -293,12 +309,12 @@ mod tests {
         assert_eq!(error.ename, "KaggleForbidden");
         assert!(
             error
-                .evalue
+                .message
                 .contains("https://www.kaggle.com/competitions/spaceship-titanic/rules"),
             "{}",
-            error.evalue
+            error.message
         );
-        assert!(error.evalue.contains("You must accept"));
+        assert!(error.message.contains("You must accept"));
     }
 
     #[test]
@@ -310,10 +326,10 @@ mod tests {
         );
         assert!(
             error
-                .evalue
+                .message
                 .starts_with("Competition `titanicc` was not found"),
             "{}",
-            error.evalue
+            error.message
         );
         let auth = AuthContext {
             source: Some("the KAGGLE_API_TOKEN environment variable".into()),
@@ -327,11 +343,11 @@ mod tests {
         assert_eq!(error.ename, "KaggleAuthError");
         assert!(
             error
-                .evalue
+                .message
                 .contains("from the KAGGLE_API_TOKEN environment variable")
         );
-        assert!(error.evalue.contains("%kaggle login"));
-        assert!(error.evalue.contains("/c/kaggle.json (no such file)"));
+        assert!(error.message.contains("%kaggle login"));
+        assert!(error.message.contains("/c/kaggle.json (no such file)"));
     }
 
     #[test]
@@ -351,7 +367,11 @@ mod tests {
             &Target::none(),
             &AuthContext::default(),
         );
-        assert!(error.evalue.contains("Retry in 3600 s"), "{}", error.evalue);
+        assert!(
+            error.message.contains("Retry in 3600 s"),
+            "{}",
+            error.message
+        );
         let error = explain(
             KaggleError::Network {
                 host: "127.0.0.1:9".into(),
@@ -361,10 +381,10 @@ mod tests {
             &AuthContext::default(),
         );
         assert_eq!(
-            error.evalue,
+            error.message,
             "Could not reach 127.0.0.1:9: connection refused. Check the network connection and KAGGLE_API_ENDPOINT."
         );
         let error = explain(status(503, ""), &Target::none(), &AuthContext::default());
-        assert!(error.evalue.contains("Kaggle's side"));
+        assert!(error.message.contains("Kaggle's side"));
     }
 }

@@ -11,10 +11,10 @@
 //! stops every worker at its next chunk; the sidecar then records exactly what
 //! is on disk.
 
-use super::client::{Answer, Api, error_message, without_query};
-use super::errors::KaggleError;
-use super::progress::Progress;
-use super::sidecar::{Segment, Sidecar, Verifier, content_range};
+use crate::client::{Answer, Api, error_message, without_query};
+use crate::errors::KaggleError;
+use crate::progress::Progress;
+use crate::sidecar::{Segment, Sidecar, Verifier, content_range};
 use reqwest::blocking::Response;
 use reqwest::header;
 use std::fs::File;
@@ -106,7 +106,7 @@ pub fn run(
     job: &Job,
     sidecar: &mut Sidecar,
     first: Option<(usize, Response)>,
-    progress: &mut Progress,
+    progress: &mut dyn Progress,
     verifier: &mut Verifier,
 ) -> Ended {
     let Job {
@@ -212,7 +212,7 @@ fn contiguous(segments: &[Segment], shared: &Shared) -> u64 {
         }
         let have = have.load(Ordering::SeqCst);
         end = segment.start + have;
-        if segment.end == u64::MAX || have < segment.len() {
+        if segment.end == u64::MAX || have < segment.size() {
             break;
         }
     }
@@ -264,7 +264,7 @@ fn worker(shared: &Shared, index: usize, segment: Segment, mut response: Option<
             }
             Next::Retry(why) if failures >= MAX_FAILURES => {
                 shared.fail(KaggleError::Network {
-                    host: super::client::host_of(&url),
+                    host: crate::client::host_of(&url),
                     reason: format!("the download failed {failures} times in a row, last: {why}"),
                 });
                 return;

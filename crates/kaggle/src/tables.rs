@@ -3,9 +3,12 @@
 //! formatting of the values in them: sizes, dates (UTC), statuses as plain
 //! words (`COMPLETE`, not `SubmissionStatus.COMPLETE`) and scores.
 
-use super::client::as_u64;
-use crate::protocol::content::MimeBundle;
-use serde_json::Value;
+use crate::client::as_u64;
+use serde_json::{Map, Value};
+
+/// A Jupyter MIME bundle: MIME type → content (the same shape as the
+/// kernel's `display_data`).
+pub type MimeBundle = Map<String, Value>;
 
 /// The array under `key` in an API answer; empty when the field is absent
 /// (the API leaves out empty lists).

@@ -12,9 +12,9 @@
 //! `URL/v1` (unless URL already ends in `/v1`); `KAGGLE_API_ENVIRONMENT`
 //! (PROD, LOCALHOST, TEST, STAGING, ADMIN, QA) as in the official SDK.
 
-use super::credentials::Auth;
-use super::env::Env;
-use super::errors::KaggleError;
+use crate::credentials::Auth;
+use crate::env::Env;
+use crate::errors::KaggleError;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{self, HeaderMap};
 use serde_json::Value;
@@ -274,7 +274,7 @@ impl Api {
                     "UsageError",
                     format!(
                         "the proxy `{}` is not a valid URL (KAGGLE_PROXY or `%kaggle config set -n proxy`)",
-                        crate::magics::secrets::hide_url_passwords(&without_query(&proxy))
+                        ferrolab_secrets::hide_url_passwords(&without_query(&proxy))
                     ),
                 )
             })?;
@@ -544,14 +544,14 @@ impl Api {
 
 /// The proxy from `KAGGLE_PROXY` or the config file's `proxy`.
 fn proxy(env: &Env) -> Option<String> {
-    let file = super::config::read_config(&super::config::config_dir(env)).ok()?;
-    super::config::setting(env, &file, "proxy").map(|(value, _)| value)
+    let file = crate::config::read_config(&crate::config::config_dir(env)).ok()?;
+    crate::config::setting(env, &file, "proxy").map(|(value, _)| value)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::magics::kaggle::credentials::Secret;
+    use crate::credentials::Secret;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::sync::Mutex;

@@ -94,12 +94,13 @@ pub struct Segment {
 }
 
 impl Segment {
-    pub fn len(&self) -> u64 {
+    /// How many bytes the range holds.
+    pub fn size(&self) -> u64 {
         self.end - self.start
     }
 
     pub fn done(&self) -> bool {
-        self.end != u64::MAX && self.have >= self.len()
+        self.end != u64::MAX && self.have >= self.size()
     }
 }
 
@@ -149,7 +150,7 @@ pub fn plan(size: Option<u64>, ranges: bool) -> Vec<Segment> {
 impl Sidecar {
     pub fn new(url: &str, remote: &Remote, segments: Vec<Segment>) -> Sidecar {
         Sidecar {
-            url: super::client::without_query(url),
+            url: crate::client::without_query(url),
             etag: remote.etag.clone(),
             last_modified: remote.last_modified.clone(),
             size: remote.size,
@@ -173,7 +174,7 @@ impl Sidecar {
         let length = fs::metadata(part).ok()?.len();
         let fits = sidecar.segments.iter().all(|segment| {
             segment.start <= segment.end
-                && (segment.end == u64::MAX || segment.have <= segment.len())
+                && (segment.end == u64::MAX || segment.have <= segment.size())
                 && segment.start + segment.have <= length
         });
         (fits && !sidecar.segments.is_empty() && sidecar.validator().is_some()).then_some(sidecar)

@@ -24,8 +24,10 @@
 //! nothing half-extracted is left, and the zip is kept; the caller deletes
 //! the zip only after success.
 
-use super::client::Cancel;
-use super::tables::size;
+use crate::client::Cancel;
+use crate::env::Env;
+use crate::errors::KaggleError;
+use crate::tables::size;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RenameFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -54,6 +56,43 @@ impl Default for Limits {
             max_bytes: None,
             max_ratio: Some(100),
         }
+    }
+}
+
+impl Limits {
+    /// The limits set in `env`: `FERROLAB_UNZIP_MAX_BYTES` (bytes, or with a
+    /// k, M, G or T unit; default none) and `FERROLAB_UNZIP_MAX_RATIO`
+    /// (default 100; `0` or `none` turns it off).
+    pub fn from_env(env: &Env) -> Result<Limits, KaggleError> {
+        let mut limits = Limits::default();
+        let bad = |name: &str, value: &str, wanted: &str| {
+            KaggleError::other(
+                "UsageError",
+                format!("{name}={value} is not {wanted}; fix it with %env {name}=..."),
+            )
+        };
+        if let Some(value) = env.get("FERROLAB_UNZIP_MAX_BYTES") {
+            limits.max_bytes = Some(parse_bytes(value).ok_or_else(|| {
+                bad(
+                    "FERROLAB_UNZIP_MAX_BYTES",
+                    value,
+                    "a size such as 50G or 2000000",
+                )
+            })?);
+        }
+        if let Some(value) = env.get("FERROLAB_UNZIP_MAX_RATIO") {
+            limits.max_ratio = match value.trim() {
+                "0" | "none" => None,
+                number => Some(number.parse::<u64>().map_err(|_| {
+                    bad(
+                        "FERROLAB_UNZIP_MAX_RATIO",
+                        value,
+                        "a whole number such as 100 (or none)",
+                    )
+                })?),
+            };
+        }
+        Ok(limits)
     }
 }
 

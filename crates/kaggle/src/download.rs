@@ -3,7 +3,7 @@
 //! The download RPC answers with a redirect to a signed URL whose last path
 //! segment names the file (or, for a leaderboard, with the bytes). The bytes
 //! go to `NAME.part`, with the sidecar `NAME.part.json` (see
-//! [`sidecar`](super::sidecar)); only a complete file whose size (and
+//! [`sidecar`](crate::sidecar)); only a complete file whose size (and
 //! `x-goog-hash`, when sent) checks out is renamed to `NAME`, with its mtime
 //! set to the server's `Last-Modified`. A later run finds the `.part` and
 //! resumes it with `Range` + `If-Range`. A local file with the remote size
@@ -13,13 +13,12 @@
 //! extract because it is damaged gets an mtime of 1970, so it is never up to
 //! date and the next run downloads it again.
 
-use super::client::{Answer, Api, error_message, without_query};
-use super::errors::KaggleError;
-use super::progress::Progress;
-use super::sidecar::{self, Remote, Sidecar};
-use super::tables::size;
-use super::transfer::{self, Ended, Locate};
-use crate::kernel::CellContext;
+use crate::client::{Answer, Api, error_message, without_query};
+use crate::errors::KaggleError;
+use crate::progress::Progress;
+use crate::sidecar::{self, Remote, Sidecar};
+use crate::tables::size;
+use crate::transfer::{self, Ended, Locate};
 use reqwest::blocking::Response;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -90,8 +89,6 @@ pub struct Fetch<'a> {
     pub dir: PathBuf,
     pub naming: Naming,
     pub force: bool,
-    /// Where the progress bar goes; `None` for `--quiet`.
-    pub cell: Option<CellContext>,
 }
 
 #[derive(Debug)]
@@ -170,14 +167,23 @@ pub fn up_to_date(path: &Path, remote: &Remote) -> Option<String> {
     same.then(|| "already downloaded and extracted, unchanged on Kaggle".to_owned())
 }
 
-/// Downloads (or resumes, or skips) the file.
-pub fn fetch(fetch: &Fetch) -> Result<Fetched, KaggleError> {
+/// A kept archive that turned out damaged is not a good local copy: its
+/// modification time goes back to 1970, so the next run downloads it again
+/// (see [`up_to_date`]) instead of extracting the same bad bytes.
+pub fn mark_stale(path: &Path) {
+    if let Ok(file) = fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::UNIX_EPOCH);
+    }
+}
+
+/// Downloads (or resumes, or skips) the file, telling `progress` how far it got.
+pub fn fetch(fetch: &Fetch, progress: &mut dyn Progress) -> Result<Fetched, KaggleError> {
     fs::create_dir_all(&fetch.dir).map_err(|error| {
         KaggleError::Io(format!("cannot create {}: {error}", fetch.dir.display()))
     })?;
     let url = match (fetch.locate)()? {
         Answer::Redirect(url) => url,
-        Answer::Body(response) => return save_body(fetch, response),
+        Answer::Body(response) => return save_body(fetch, response, progress),
         Answer::Json(value) => match value.get("url").and_then(|url| url.as_str()) {
             Some(url) => url.to_owned(),
             None => {
@@ -258,6 +264,7 @@ pub fn fetch(fetch: &Fetch) -> Result<Fetched, KaggleError> {
                     };
                     match transfer_into(
                         fetch,
+                        progress,
                         &path,
                         &url,
                         &mut sidecar,
@@ -300,6 +307,7 @@ pub fn fetch(fetch: &Fetch) -> Result<Fetched, KaggleError> {
                 }
                 match transfer_into(
                     fetch,
+                    progress,
                     &path,
                     &url,
                     &mut sidecar,
@@ -373,6 +381,7 @@ fn discard(part: &Path, meta: &Path) {
 /// Runs the transfer; `None` means start over.
 fn transfer_into(
     fetch: &Fetch,
+    progress: &mut dyn Progress,
     path: &Path,
     url: &str,
     sidecar: &mut Sidecar,
@@ -384,7 +393,7 @@ fn transfer_into(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut progress = Progress::start(fetch.cell.clone(), &name, sidecar.size, sidecar.have());
+    progress.start(&name, sidecar.size, sidecar.have());
     let job = transfer::Job {
         api: fetch.api,
         locate: fetch.locate,
@@ -393,7 +402,7 @@ fn transfer_into(
         url,
     };
     let mut verifier = sidecar::Verifier::new(sidecar.md5.as_deref(), sidecar.crc32c.as_deref());
-    let ended = transfer::run(&job, sidecar, first, &mut progress, &mut verifier);
+    let ended = transfer::run(&job, sidecar, first, progress, &mut verifier);
     let have = sidecar.have();
     let kept = || {
         format!(
@@ -478,7 +487,11 @@ fn finish(part: &Path, path: &Path, modified: Option<SystemTime>) -> Result<(), 
 
 /// Saves bytes served by the RPC itself (no resume: there is no URL to
 /// resume from).
-fn save_body(fetch: &Fetch, mut response: Response) -> Result<Fetched, KaggleError> {
+fn save_body(
+    fetch: &Fetch,
+    mut response: Response,
+    progress: &mut dyn Progress,
+) -> Result<Fetched, KaggleError> {
     let name = match &fetch.naming {
         Naming::Fixed(name) => name.clone(),
         Naming::Stem(stem) => format!("{stem}.zip"),
@@ -487,7 +500,7 @@ fn save_body(fetch: &Fetch, mut response: Response) -> Result<Fetched, KaggleErr
     let path = fetch.dir.join(&name);
     let (part, _) = part_paths(&path);
     let remote = Remote::from_headers(response.headers());
-    let mut progress = Progress::start(fetch.cell.clone(), &name, remote.size, 0);
+    progress.start(&name, remote.size, 0);
     let mut file = fs::File::create(&part)
         .map_err(|error| KaggleError::Io(format!("cannot create {}: {error}", part.display())))?;
     let mut buffer = vec![0u8; 256 * 1024];
@@ -507,7 +520,7 @@ fn save_body(fetch: &Fetch, mut response: Response) -> Result<Fetched, KaggleErr
                 progress.stop(done, "failed");
                 let _ = fs::remove_file(&part);
                 return Err(KaggleError::Network {
-                    host: super::client::host_of(fetch.api.base()),
+                    host: crate::client::host_of(fetch.api.base()),
                     reason: format!("the connection broke: {error}"),
                 });
             }
@@ -537,8 +550,9 @@ fn save_body(fetch: &Fetch, mut response: Response) -> Result<Fetched, KaggleErr
 
 #[cfg(test)]
 mod tests {
-    use super::super::client::tests::{api, canned, response};
     use super::*;
+    use crate::client::tests::{api, canned, response};
+    use crate::progress::Silent;
     use std::sync::Mutex;
 
     #[test]
@@ -630,16 +644,18 @@ mod tests {
             Ok(Answer::Redirect(signed.clone()))
         };
         let temp = tempfile::tempdir().unwrap();
-        let fetched = fetch(&Fetch {
-            api: &api,
-            locate: &locate,
-            dir: temp.path().to_path_buf(),
-            naming: Naming::FromUrl {
-                fallback: "x".into(),
+        let fetched = fetch(
+            &Fetch {
+                api: &api,
+                locate: &locate,
+                dir: temp.path().to_path_buf(),
+                naming: Naming::FromUrl {
+                    fallback: "x".into(),
+                },
+                force: false,
             },
-            force: false,
-            cell: None,
-        })
+            &mut Silent,
+        )
         .unwrap();
         let Fetched::Downloaded { path, bytes, .. } = fetched else {
             panic!("expected a download")
@@ -677,16 +693,18 @@ mod tests {
         let api = api(&api_server, None);
         let locate = || Ok(Answer::Redirect(format!("{}/b/f.csv?sig=1", storage.url)));
         let temp = tempfile::tempdir().unwrap();
-        let error = fetch(&Fetch {
-            api: &api,
-            locate: &locate,
-            dir: temp.path().to_path_buf(),
-            naming: Naming::FromUrl {
-                fallback: "x".into(),
+        let error = fetch(
+            &Fetch {
+                api: &api,
+                locate: &locate,
+                dir: temp.path().to_path_buf(),
+                naming: Naming::FromUrl {
+                    fallback: "x".into(),
+                },
+                force: false,
             },
-            force: false,
-            cell: None,
-        })
+            &mut Silent,
+        )
         .unwrap_err();
         assert!(
             matches!(&error, KaggleError::Protocol(message) if message.contains("damaged") && message.contains("MD5")),
@@ -723,16 +741,18 @@ mod tests {
             )))
         };
         let temp = tempfile::tempdir().unwrap();
-        let fetched = fetch(&Fetch {
-            api: &api,
-            locate: &locate,
-            dir: temp.path().to_path_buf(),
-            naming: Naming::FromUrl {
-                fallback: "x".into(),
+        let fetched = fetch(
+            &Fetch {
+                api: &api,
+                locate: &locate,
+                dir: temp.path().to_path_buf(),
+                naming: Naming::FromUrl {
+                    fallback: "x".into(),
+                },
+                force: false,
             },
-            force: false,
-            cell: None,
-        })
+            &mut Silent,
+        )
         .unwrap();
         assert!(matches!(fetched, Fetched::Downloaded { bytes: 10_000, .. }));
         assert_eq!(*calls.lock().unwrap(), 2);

@@ -10,7 +10,7 @@
 //! fails on a missing file; a file readable by others only gets the CLI's
 //! warning, with the exact `chmod` to run.
 
-use super::env::Env;
+use crate::env::Env;
 use serde_json::{Map, Value};
 use std::fs;
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! What counts as a secret, in one place: the `%env` listing, `%kaggle config
-//! view` and the history the kernel stores all ask here.
+//! view`, the history the kernel stores and the Kaggle client's messages (a
+//! proxy URL) all ask here. A crate of its own so that the kernel and the
+//! Kaggle client (`crates/kaggle`, which needs no kernel) share one detector.
 //!
 //! A variable is secret when its name has one of [`SECRET_WORDS`] anywhere
 //! in it, or one of [`SECRET_PARTS`] as a whole `_`-separated part (so `PAT`

@@ -3,7 +3,7 @@
 //! 2. an `access_token` (or `access_token.txt`) file in the config directory
 //!    (and in `~/.kaggle`, where the official CLI always looks);
 //! 3. `KAGGLE_USERNAME` + `KAGGLE_KEY`;
-//! 4. `username` + `key` in `kaggle.json` (see [`config`](super::config)).
+//! 4. `username` + `key` in `kaggle.json` (see [`config`](crate::config)).
 //!
 //! Tokens go as `Authorization: Bearer`; a legacy key as HTTP Basic, except a
 //! `KGAT_` token pasted where a key belongs, which only works as Bearer.
@@ -13,8 +13,8 @@
 //! moment. The lookup records which sources were tried, for error messages,
 //! never their contents.
 
-use super::config::{self, CONFIG_FILE};
-use super::env::Env;
+use crate::config::{self, CONFIG_FILE};
+use crate::env::Env;
 use base64::Engine as _;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -438,10 +438,10 @@ mod tests {
         let header = auth.header();
         let echoed = format!("server said: bad key supersecretkey123 in {header}");
         let secrets = vec!["supersecretkey123".to_owned()];
-        let clean = super::super::scrub::scrub(&echoed, &secrets);
+        let clean = crate::scrub::scrub(&echoed, &secrets);
         assert!(!clean.contains("supersecretkey123"), "{clean}");
         let pair_secret = vec!["alice:supersecretkey123".to_owned()];
-        let clean = super::super::scrub::scrub(&header, &pair_secret);
+        let clean = crate::scrub::scrub(&header, &pair_secret);
         assert!(!clean.contains(&header[6..]), "{clean}");
     }
 }

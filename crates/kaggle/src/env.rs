@@ -1,5 +1,5 @@
-//! The environment `%kaggle` reads: the kernel's own variables with the
-//! notebook's `%env` changes applied, captured once per command so every
+//! The environment the client reads (in the kernel: its own variables with
+//! the notebook's `%env` changes applied), captured once per command so every
 //! part of it sees the same values. Empty values count as unset.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ impl Env {
         Env(vars)
     }
 
-    #[cfg(test)]
+    /// An environment of exactly these variables.
     pub fn of(pairs: &[(&str, &str)]) -> Self {
         Env(pairs
             .iter()
