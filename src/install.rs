@@ -54,9 +54,7 @@ pub fn data_dir(location: &Location) -> Result<PathBuf, InstallError> {
             if cfg!(target_os = "macos") {
                 return Ok(home.join("Library/Jupyter"));
             }
-            let data = std::env::var_os("XDG_DATA_HOME")
-                .map(PathBuf::from)
-                .filter(|path| path.is_absolute())
+            let data = crate::paths::base_dir(crate::paths::Base::Data)
                 .unwrap_or_else(|| home.join(".local/share"));
             Ok(data.join("jupyter"))
         }

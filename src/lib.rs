@@ -12,6 +12,7 @@ pub mod install;
 pub mod kernel;
 pub mod logging;
 pub mod magics;
+pub mod paths;
 pub mod process_tree;
 pub mod protocol;
 

@@ -61,12 +61,7 @@ impl History {
         if let Some(path) = std::env::var_os("FERROLAB_HISTORY_FILE") {
             return Some(PathBuf::from(path));
         }
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .filter(|path| path.is_absolute())
-            .or_else(|| {
-                std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/share"))
-            })?;
+        let data = crate::paths::base_dir(crate::paths::Base::Data)?;
         Some(data.join("ferrolab").join("history.jsonl"))
     }
 

@@ -117,12 +117,7 @@ pub fn wrapper_config() -> WrapperConfig {
 /// Where ferrolab writes its runtime crates: the rule of
 /// `magics::checkpoint::runtime` (a test below checks they agree).
 fn ferrolab_cache_root() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("ferrolab")
+    crate::paths::ferrolab_cache_dir()
 }
 
 /// The kernel's evcxr build directory names its builds in the statistics.

@@ -217,10 +217,9 @@ pub fn render_text(report: &Report) -> String {
     text
 }
 
+/// Text made safe inside HTML elements and double-quoted attributes.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    html_escape::encode_double_quoted_attribute(text).into_owned()
 }
 
 pub fn render_html(report: &Report) -> String {

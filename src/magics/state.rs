@@ -77,11 +77,6 @@ fn bookmarks_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FERROLAB_BOOKMARKS_FILE") {
         return Some(PathBuf::from(path));
     }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|path| path.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
-        })?;
+    let data = crate::paths::base_dir(crate::paths::Base::Data)?;
     Some(data.join("ferrolab").join("bookmarks.json"))
 }

@@ -164,11 +164,9 @@ impl Table {
     }
 }
 
+/// Text made safe inside HTML elements and double-quoted attributes.
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    html_escape::encode_double_quoted_attribute(text).into_owned()
 }
 
 /// `1234567` → `1.2 MB` (decimal units, as download speeds are given).

@@ -44,11 +44,9 @@ pub fn utc_time(unix: f64) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Text made safe inside HTML elements and double-quoted attributes.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    html_escape::encode_double_quoted_attribute(text).into_owned()
 }
 
 /// A table as aligned text and an HTML table.

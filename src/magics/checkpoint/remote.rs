@@ -207,17 +207,10 @@ impl Remote {
     /// `~/.cache/ferrolab/checkpoints/<this destination>/`, private.
     fn local_root(&self) -> Result<PathBuf, String> {
         use sha2::Digest;
-        let cache = self
-            .env
-            .get("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| {
-                self.env
-                    .get("HOME")
-                    .map(|h| PathBuf::from(h).join(".cache"))
-            })
-            .unwrap_or_else(std::env::temp_dir);
+        let cache = crate::paths::base_dir_from(crate::paths::Base::Cache, |name| {
+            self.env.get(name).map(std::ffi::OsString::from)
+        })
+        .unwrap_or_else(std::env::temp_dir);
         let identity = format!("{}|{}", self.url(), self.endpoint.as_deref().unwrap_or(""));
         let digest = hex::encode(sha2::Sha256::digest(identity.as_bytes()));
         let root = cache

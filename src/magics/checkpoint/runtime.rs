@@ -65,12 +65,7 @@ fn crate_dir() -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     SOURCES.hash(&mut hasher);
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("ferrolab").join(format!(
+    crate::paths::ferrolab_cache_dir().join(format!(
         "checkpoint-runtime-{}-{:016x}",
         env!("CARGO_PKG_VERSION"),
         hasher.finish()

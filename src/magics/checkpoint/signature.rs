@@ -21,11 +21,9 @@ pub const KEY_ENV: &str = "FERROLAB_CHECKPOINT_KEY";
 const FIELD: &str = "signature";
 
 fn key_file(env: &Env) -> Option<PathBuf> {
-    let config = env
-        .get("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| env.get("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let config = crate::paths::base_dir_from(crate::paths::Base::Config, |name| {
+        env.get(name).map(std::ffi::OsString::from)
+    })?;
     Some(config.join("ferrolab").join("checkpoint.key"))
 }
 
