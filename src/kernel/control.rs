@@ -5,7 +5,7 @@
 use crate::kernel::info;
 use crate::kernel::interpreter::Interpreter;
 use crate::kernel::iopub::Publisher;
-use crate::kernel::requests::{Replies, malformed_reply, send_routed};
+use crate::kernel::requests::{Replies, error_reply, malformed_reply, send_routed};
 use crate::kernel::running_cells::RunningCells;
 use crate::kernel::subshells::Subshells;
 use crate::kernel::usage::UsageProbe;
@@ -89,9 +89,9 @@ impl ControlSession {
                     let reply = match request.content_as::<DeleteSubshellRequest>() {
                         Ok(delete) => match self.subshells.delete(&delete.subshell_id) {
                             Ok(()) => serde_json::json!({"status": "ok"}),
-                            Err(error) => error_reply(error),
+                            Err(error) => error_reply(&error),
                         },
-                        Err(error) => error_reply(ErrorInfo {
+                        Err(error) => error_reply(&ErrorInfo {
                             ename: "BadRequest".into(),
                             evalue: format!("delete_subshell_request needs a subshell_id: {error}"),
                             traceback: vec![],
@@ -116,12 +116,6 @@ impl ControlSession {
         let message = request.reply(self.publisher.session(), content);
         send_routed(&self.replies, &self.codec, message);
     }
-}
-
-fn error_reply(error: ErrorInfo) -> serde_json::Value {
-    let mut reply = content::to_value(&error);
-    reply["status"] = "error".into();
-    reply
 }
 
 /// What the kernel logs (at info level) once an interrupt has marked the

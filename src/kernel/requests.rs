@@ -73,6 +73,13 @@ pub fn send_routed(replies: &Replies, codec: &Codec, message: Message) {
     }
 }
 
+/// The content of an error reply: the error's fields and `status: error`.
+pub fn error_reply(error: &ErrorInfo) -> Value {
+    let mut reply = content::to_value(error);
+    reply["status"] = "error".into();
+    reply
+}
+
 /// For a request whose body could not be read ([`Message::malformed`]): the
 /// `BadRequest` error content to reply with. `None` when the body was fine,
 /// and for messages that are not requests (they get no reply); logs either way.
@@ -83,13 +90,10 @@ pub fn malformed_reply(request: &Message) -> Option<Value> {
         request.msg_type()
     );
     request.msg_type().ends_with("_request").then(|| {
-        let info = ErrorInfo {
+        error_reply(&ErrorInfo {
             ename: "BadRequest".into(),
             evalue: format!("{} could not be read: {reason}", request.msg_type()),
             traceback: vec![],
-        };
-        let mut reply = content::to_value(&info);
-        reply["status"] = "error".into();
-        reply
+        })
     })
 }

@@ -12,16 +12,18 @@
 //! reply always runs); other requests keep their place. A
 //! request whose body could not be parsed is answered with a `BadRequest`
 //! error (busy, reply, idle) like any other bad request.
+//! `kernel_info_request` never reaches a session: `subshells` answers it at
+//! once, whichever shell it names.
 
+use crate::kernel::CellContext;
 use crate::kernel::cell_context::SharedHistory;
 use crate::kernel::cell_context::StdinRoute;
 use crate::kernel::interpreter::{Completeness, ExecuteOutcome, Interpreter};
 use crate::kernel::iopub::Publisher;
-use crate::kernel::requests::{Replies, malformed_reply, send_routed};
+use crate::kernel::requests::{Replies, error_reply, malformed_reply, send_routed};
 use crate::kernel::running_cells::{RunningCells, ShellKey};
 use crate::kernel::stdin::InputCall;
 use crate::kernel::transport::Mailbox;
-use crate::kernel::{CellContext, info};
 use crate::protocol::content::{
     self, CommClose, CommInfoReply, CommOpen, CompleteReply, CompleteRequest, ErrorInfo,
     ExecuteInput, ExecuteReplyAborted, ExecuteReplyError, ExecuteReplyOk, ExecuteRequest,
@@ -126,10 +128,6 @@ impl ShellSession {
         }
         match request.msg_type() {
             "execute_request" => abort_queued = self.execute(&request, arrived).await,
-            "kernel_info_request" => {
-                let reply = info::kernel_info(self.parts.interpreter.as_ref());
-                self.reply(&request, reply).await;
-            }
             "complete_request" => self.complete(&request).await,
             "inspect_request" => self.inspect(&request).await,
             "is_complete_request" => self.is_complete(&request).await,
@@ -434,8 +432,7 @@ impl ShellSession {
     }
 
     async fn reply_error(&mut self, request: &Message, info: ErrorInfo) {
-        let mut reply = content::to_value(&info);
-        reply["status"] = json!("error");
+        let mut reply = error_reply(&info);
         if request.msg_type() == "execute_request" {
             reply["execution_count"] = json!(self.execution_count);
         }

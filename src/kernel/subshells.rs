@@ -16,10 +16,10 @@
 
 use crate::kernel::history::History;
 use crate::kernel::info;
-use crate::kernel::requests::send_routed;
+use crate::kernel::requests::{error_reply, send_routed};
 use crate::kernel::shell::{ShellParts, ShellSession};
 use crate::protocol::Message;
-use crate::protocol::content::{self, ErrorInfo};
+use crate::protocol::content::ErrorInfo;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
@@ -140,8 +140,7 @@ impl Subshells {
         }
         let publisher = &self.parts.publisher;
         publisher.status("busy", &request.raw_header);
-        let mut reply = content::to_value(&not_found(&id));
-        reply["status"] = "error".into();
+        let mut reply = error_reply(&not_found(&id));
         if request.msg_type() == "execute_request" {
             reply["execution_count"] = 0.into();
         }
