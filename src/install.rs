@@ -3,13 +3,71 @@
 //! Locations follow Jupyter's data directories: `--user` is
 //! `$JUPYTER_DATA_DIR` or the per-user data dir, `--sys-prefix` is the active
 //! virtualenv (or the prefix of the `python3` on PATH), `--prefix DIR` is
-//! `DIR/share/jupyter`. The spec's argv holds this binary's absolute path.
+//! `DIR/share/jupyter`. The spec's argv holds this binary's absolute path
+//! (or the one given with `--binary`, for specs run on other hosts).
+//!
+//! Three flavours: the local kernel (a Jupyter client starts it), and two for
+//! Jupyter Enterprise Gateway, whose process proxies start
+//! `ferrolab gateway-launch` on SSH hosts (`distributed`) or in a pod
+//! (`kubernetes`, through the gateway's own `launch_kubernetes.py`).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const KERNEL_JSON: &str = include_str!("../kernelspec/kernel.json");
+const DISTRIBUTED_JSON: &str = include_str!("../kernelspec/enterprise-gateway/distributed.json");
+const KUBERNETES_JSON: &str = include_str!("../kernelspec/enterprise-gateway/kubernetes.json");
+
+/// Which process starts the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavour {
+    /// A Jupyter client on this machine (JupyterLab, Notebook, VS Code, …).
+    #[default]
+    Local,
+    /// Enterprise Gateway's DistributedProcessProxy, over SSH to its hosts.
+    Distributed,
+    /// Enterprise Gateway's KubernetesProcessProxy, one pod per kernel.
+    Kubernetes,
+}
+
+impl Flavour {
+    fn template(self) -> &'static str {
+        match self {
+            Flavour::Local => KERNEL_JSON,
+            Flavour::Distributed => DISTRIBUTED_JSON,
+            Flavour::Kubernetes => KUBERNETES_JSON,
+        }
+    }
+
+    /// The kernelspec's directory name unless one is given.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Flavour::Local => "ferrolab",
+            Flavour::Distributed => "ferrolab_distributed",
+            Flavour::Kubernetes => "ferrolab_kubernetes",
+        }
+    }
+
+    /// The name shown in the kernel picker unless one is given.
+    pub fn default_display_name(self) -> &'static str {
+        match self {
+            Flavour::Local => "Rust (ferrolab)",
+            Flavour::Distributed => "Rust (ferrolab on remote hosts)",
+            Flavour::Kubernetes => "Rust (ferrolab on Kubernetes)",
+        }
+    }
+}
+
+/// What to install.
+#[derive(Debug, Clone, Default)]
+pub struct SpecOptions {
+    pub flavour: Flavour,
+    /// Shown in the kernel picker; the flavour's default when `None`.
+    pub display_name: Option<String>,
+    /// The binary's path on the hosts that run the kernel; this binary when `None`.
+    pub binary: Option<PathBuf>,
+}
 const LOGO_32: &[u8] = include_bytes!("../kernelspec/logo-32x32.png");
 const LOGO_64: &[u8] = include_bytes!("../kernelspec/logo-64x64.png");
 const LOGO_SVG: &[u8] = include_bytes!("../kernelspec/logo-svg.svg");
@@ -39,6 +97,10 @@ pub enum InstallError {
     NotInstalled { name: String, dir: PathBuf },
     #[error("cannot locate the ferrolab binary: {0}")]
     NoBinary(std::io::Error),
+    #[error(
+        "--binary must be an absolute path (the kernel is started without a working directory): {0}"
+    )]
+    RelativeBinary(PathBuf),
 }
 
 /// `<data dir>` (the one holding `kernels/`) for a location.
@@ -95,7 +157,17 @@ fn check_name(name: &str) -> Result<(), InstallError> {
 
 /// The kernel.json contents for this binary.
 pub fn kernel_json(binary: &Path, name: &str, display_name: &str) -> Value {
-    let mut spec: Value = serde_json::from_str(KERNEL_JSON).unwrap_or_default();
+    flavoured_kernel_json(Flavour::Local, binary, name, display_name)
+}
+
+/// The kernel.json contents of one flavour.
+pub fn flavoured_kernel_json(
+    flavour: Flavour,
+    binary: &Path,
+    name: &str,
+    display_name: &str,
+) -> Value {
+    let mut spec: Value = serde_json::from_str(flavour.template()).unwrap_or_default();
     if let Some(argv) = spec.get_mut("argv").and_then(Value::as_array_mut) {
         for arg in argv.iter_mut() {
             if arg == "{ferrolab}" {
@@ -113,12 +185,20 @@ pub fn kernel_json(binary: &Path, name: &str, display_name: &str) -> Value {
 pub fn install(
     location: &Location,
     name: &str,
-    display_name: &str,
+    options: &SpecOptions,
 ) -> Result<PathBuf, InstallError> {
     check_name(name)?;
-    let binary = std::env::current_exe()
-        .and_then(|exe| exe.canonicalize())
-        .map_err(InstallError::NoBinary)?;
+    let binary = match &options.binary {
+        Some(binary) if binary.is_absolute() => binary.clone(),
+        Some(binary) => return Err(InstallError::RelativeBinary(binary.clone())),
+        None => std::env::current_exe()
+            .and_then(|exe| exe.canonicalize())
+            .map_err(InstallError::NoBinary)?,
+    };
+    let display_name = options
+        .display_name
+        .as_deref()
+        .unwrap_or(options.flavour.default_display_name());
     let dir = data_dir(location)?.join("kernels").join(name);
     let write = |file: &str, bytes: &[u8]| {
         let path = dir.join(file);
@@ -128,8 +208,13 @@ pub fn install(
         path: dir.clone(),
         source,
     })?;
-    let spec =
-        serde_json::to_string_pretty(&kernel_json(&binary, name, display_name)).unwrap_or_default();
+    let spec = serde_json::to_string_pretty(&flavoured_kernel_json(
+        options.flavour,
+        &binary,
+        name,
+        display_name,
+    ))
+    .unwrap_or_default();
     write("kernel.json", spec.as_bytes())?;
     write("help.html", crate::help_page::manual().as_bytes())?;
     write("logo-32x32.png", LOGO_32)?;
@@ -191,7 +276,11 @@ mod tests {
     fn install_and_uninstall_under_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let location = Location::Prefix(dir.path().to_owned());
-        let installed = install(&location, "ferrolab-test", "Rust (test)").unwrap();
+        let options = SpecOptions {
+            display_name: Some("Rust (test)".into()),
+            ..SpecOptions::default()
+        };
+        let installed = install(&location, "ferrolab-test", &options).unwrap();
         assert_eq!(
             installed,
             dir.path().join("share/jupyter/kernels/ferrolab-test")
@@ -215,5 +304,63 @@ mod tests {
             uninstall(&location, "ferrolab-test"),
             Err(InstallError::NotInstalled { .. })
         ));
+    }
+
+    #[test]
+    fn gateway_specs_start_the_launcher_with_every_gateway_parameter() {
+        let spec = flavoured_kernel_json(
+            Flavour::Distributed,
+            Path::new("/usr/local/bin/ferrolab"),
+            "ferrolab_distributed",
+            "Rust (hosts)",
+        );
+        let argv: Vec<&str> = spec["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|arg| arg.as_str().unwrap())
+            .collect();
+        assert_eq!(argv[..2], ["/usr/local/bin/ferrolab", "gateway-launch"]);
+        for (flag, value) in [
+            ("--kernel-name", "ferrolab_distributed"),
+            ("--kernel-id", "{kernel_id}"),
+            ("--response-address", "{response_address}"),
+            ("--public-key", "{public_key}"),
+            ("--port-range", "{port_range}"),
+        ] {
+            let at = argv.iter().position(|arg| *arg == flag).unwrap();
+            assert_eq!(argv[at + 1], value, "{flag}");
+        }
+        assert_eq!(
+            spec["metadata"]["process_proxy"]["class_name"],
+            "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy"
+        );
+        let spec = flavoured_kernel_json(Flavour::Kubernetes, Path::new("/x"), "k", "K");
+        assert_eq!(
+            spec["metadata"]["process_proxy"]["class_name"],
+            "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy"
+        );
+        assert!(spec["metadata"]["process_proxy"]["config"]["image_name"].is_string());
+        let text = spec.to_string();
+        for parameter in [
+            "{kernel_id}",
+            "{response_address}",
+            "{public_key}",
+            "{port_range}",
+        ] {
+            assert!(text.contains(parameter), "{parameter}");
+        }
+    }
+
+    #[test]
+    fn a_relative_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SpecOptions {
+            flavour: Flavour::Distributed,
+            binary: Some("bin/ferrolab".into()),
+            ..SpecOptions::default()
+        };
+        let error = install(&Location::Prefix(dir.path().to_owned()), "d", &options).unwrap_err();
+        assert!(error.to_string().contains("absolute"), "{error}");
     }
 }

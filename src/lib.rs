@@ -7,13 +7,15 @@
 
 pub mod cells;
 pub mod engine;
+pub mod gateway_launch;
 pub mod help_page;
 pub mod install;
 pub mod kernel;
+pub mod kernel_environment;
 pub mod logging;
 pub mod magics;
+pub mod os;
 pub mod paths;
-pub mod process_tree;
 pub mod protocol;
 
 use std::path::Path;
@@ -23,6 +25,13 @@ use std::sync::Arc;
 /// Must be called before the process starts any thread (it sets environment
 /// variables).
 pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<()> {
+    kernel::serve(connection_file, prepare_interpreter(kernel_name))
+}
+
+/// Sets up the process for a kernel (cargo on PATH, logging, the session
+/// directory and evcxr's temporary directory) and returns its interpreter.
+/// Must be called before the process starts any thread.
+pub(crate) fn prepare_interpreter(kernel_name: &str) -> Arc<dyn kernel::Interpreter> {
     engine::toolchain::ensure_cargo_on_path();
     logging::init();
     let session = match engine::session_dir::SessionDir::create() {
@@ -41,8 +50,5 @@ pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<(
             None
         }
     };
-    kernel::serve(
-        connection_file,
-        Arc::new(cells::Router::new(session, kernel_name)),
-    )
+    Arc::new(cells::Router::new(session, kernel_name))
 }

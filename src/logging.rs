@@ -8,7 +8,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
 struct Logger {
@@ -56,11 +55,8 @@ pub fn init() {
         .and_then(|value| value.parse().ok())
         .unwrap_or(log::LevelFilter::Warn);
     let mut sinks = Vec::new();
-    // SAFETY: dup of fd 2 returns a new descriptor that we own (or -1).
-    let duplicate = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-    if duplicate >= 0 {
-        // SAFETY: `duplicate` is a fresh descriptor owned by nobody else.
-        sinks.push(File::from(unsafe { OwnedFd::from_raw_fd(duplicate) }));
+    if let Ok(duplicate) = crate::os::fds::duplicate(2) {
+        sinks.push(File::from(duplicate));
     }
     if let Some(path) = std::env::var_os("FERROLAB_LOG_FILE")
         && let Ok(file) = std::fs::OpenOptions::new()

@@ -36,16 +36,30 @@ enum Command {
         #[arg(long, default_value = "ferrolab")]
         kernel_name: String,
     },
+    /// Run the kernel for Jupyter Enterprise Gateway (what its kernelspecs
+    /// start on a remote host or in a pod): bind the ports, send the
+    /// encrypted connection info to the gateway, obey its signals.
+    GatewayLaunch(GatewayLaunchArgs),
     /// Install the kernelspec so Jupyter lists "Rust (ferrolab)".
     Install {
         #[command(flatten)]
         location: LocationArgs,
-        /// Kernelspec name (directory under kernels/).
-        #[arg(long, default_value = "ferrolab")]
-        name: String,
-        /// Name shown in the launcher and kernel picker.
-        #[arg(long, default_value = "Rust (ferrolab)")]
-        display_name: String,
+        /// Kernelspec name (directory under kernels/; default: ferrolab, or
+        /// ferrolab_distributed / ferrolab_kubernetes for the gateway flavours).
+        #[arg(long)]
+        name: Option<String>,
+        /// Name shown in the launcher and kernel picker (default: "Rust
+        /// (ferrolab)", or the gateway flavour's name).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Who starts the kernel: a local Jupyter client, or Jupyter
+        /// Enterprise Gateway on SSH hosts or in Kubernetes pods.
+        #[arg(long, value_enum, default_value_t = install::Flavour::Local)]
+        process_proxy: install::Flavour,
+        /// The ferrolab binary's absolute path on the hosts that run the
+        /// kernel (default: this binary).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
     },
     /// Remove an installed kernelspec.
     Uninstall {
@@ -77,6 +91,43 @@ enum Command {
         #[arg(long, hide = true)]
         in_session: bool,
     },
+}
+
+/// Enterprise Gateway's launcher arguments; its own spellings
+/// (`--RemoteProcessProxy.kernel-id`, …) and a kernel pod's variables work too.
+#[derive(Args)]
+struct GatewayLaunchArgs {
+    /// The kernel's id as the gateway knows it.
+    #[arg(long, alias = "RemoteProcessProxy.kernel-id", env = "KERNEL_ID")]
+    kernel_id: Option<String>,
+    /// HOST:PORT where the gateway waits for the connection info.
+    #[arg(
+        long,
+        alias = "RemoteProcessProxy.response-address",
+        env = "RESPONSE_ADDRESS"
+    )]
+    response_address: Option<String>,
+    /// The gateway's RSA public key (base64 DER) that seals the connection info.
+    #[arg(
+        long,
+        alias = "RemoteProcessProxy.public-key",
+        env = "PUBLIC_KEY",
+        hide_env_values = true
+    )]
+    public_key: Option<String>,
+    /// LOWER..UPPER for every port this kernel opens (0..0: any).
+    #[arg(long, alias = "RemoteProcessProxy.port-range", env = "PORT_RANGE")]
+    port_range: Option<String>,
+    /// Accepted for the gateway's kernelspecs; only `none` is supported.
+    #[arg(
+        long,
+        alias = "RemoteProcessProxy.spark-context-initialization-mode",
+        env = "KERNEL_SPARK_CONTEXT_INIT_MODE"
+    )]
+    spark_context_initialization_mode: Option<String>,
+    /// The kernelspec's name (for help links to its installed manual).
+    #[arg(long, default_value = "ferrolab")]
+    kernel_name: String,
 }
 
 #[derive(Args)]
@@ -126,14 +177,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::GatewayLaunch(args) => gateway_launch(args),
         Command::Install {
             location,
             name,
             display_name,
-        } => report(
-            install::install(&location.location(), &name, &display_name)
-                .map(|dir| format!("Installed kernelspec {name} in {}", dir.display())),
-        ),
+            process_proxy,
+            binary,
+        } => {
+            let name = name.unwrap_or_else(|| process_proxy.default_name().to_owned());
+            let options = install::SpecOptions {
+                flavour: process_proxy,
+                display_name,
+                binary,
+            };
+            report(
+                install::install(&location.location(), &name, &options)
+                    .map(|dir| install_message(&name, &dir, process_proxy)),
+            )
+        }
         Command::Uninstall { location, name } => report(
             install::uninstall(&location.location(), &name)
                 .map(|dir| format!("Removed kernelspec {name} from {}", dir.display())),
@@ -187,6 +249,44 @@ fn wrap_rustc_if_asked() {
     };
     next.env_remove(ferrolab_buildcache::WRAPPER_ENV);
     ferrolab_buildcache::wrapper::main(argv, next, build_cache::wrapper_config());
+}
+
+fn install_message(name: &str, dir: &Path, flavour: install::Flavour) -> String {
+    let mut message = format!("Installed kernelspec {name} in {}", dir.display());
+    match flavour {
+        install::Flavour::Local => {}
+        install::Flavour::Distributed => message.push_str(
+            "\nEnterprise Gateway starts it over SSH on its remote hosts: the binary path in kernel.json must exist on each of them (--binary PATH to change it).",
+        ),
+        install::Flavour::Kubernetes => message.push_str(&format!(
+            "\nCopy launch_kubernetes.py and kernel-pod.yaml.j2 from Enterprise Gateway's python_kubernetes kernelspec into {}/scripts/, and set image_name in kernel.json to an image built from container/Containerfile.",
+            dir.display()
+        )),
+    }
+    message
+}
+
+fn gateway_launch(args: GatewayLaunchArgs) -> ExitCode {
+    let settings = match ferrolab_gateway_launcher::LaunchSettings::new(
+        args.kernel_id.as_deref(),
+        args.response_address.as_deref(),
+        args.public_key.as_deref(),
+        args.port_range.as_deref(),
+        args.spark_context_initialization_mode.as_deref(),
+    ) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ferrolab gateway-launch: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match ferrolab::gateway_launch::run(settings, &args.kernel_name) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferrolab gateway-launch: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn cache(action: build_cache::Maintenance, json: bool) -> ExitCode {

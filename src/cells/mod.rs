@@ -17,23 +17,25 @@
 
 mod completeness;
 pub mod help;
+mod identity;
 mod lexer;
 mod python_lines;
 pub mod segments;
 
+use crate::engine::Engine;
 use crate::engine::session_dir::SessionDir;
 use crate::engine::text::{byte_offset, code_point_index};
-use crate::engine::{Engine, toolchain};
 use crate::kernel::{
     CellContext, Completeness, Completions, ExecuteOutcome, Interpreter, KernelIdentity, StreamName,
 };
+use crate::kernel_environment::KernelEnvironment;
 use crate::magics::hooks::RustRun;
 use crate::magics::shell::{self, ProcessSlot};
-use crate::magics::{Call, Kind, MagicError, MagicResult, MagicState, Registry};
-use crate::protocol::content::{ErrorInfo, MimeBundle};
+use crate::magics::{Call, Kind, MagicResult, MagicState, Registry};
+use crate::protocol::content::MimeBundle;
 use segments::Segment;
 use serde_json::{Map, Value, json};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub struct Router {
     engine: Engine,
@@ -42,8 +44,7 @@ pub struct Router {
     /// Held for the whole of a Rust segment (hooks, compile, run).
     rust_turn: Mutex<()>,
     running: ProcessSlot,
-    rustc_version: Arc<OnceLock<String>>,
-    gpus: Arc<OnceLock<Vec<String>>>,
+    environment: Arc<KernelEnvironment>,
     kernel_name: String,
 }
 
@@ -51,14 +52,14 @@ impl Router {
     /// A router whose engine keeps its files in `session` (removed at shutdown).
     pub fn new(session: Option<SessionDir>, kernel_name: &str) -> Self {
         let running = ProcessSlot::default();
+        let environment = Arc::new(KernelEnvironment::default());
         Router {
             engine: Engine::new(session),
             registry: Registry::standard(),
-            state: Mutex::new(MagicState::new(running.clone())),
+            state: Mutex::new(MagicState::new(running.clone(), environment.clone())),
             rust_turn: Mutex::new(()),
             running,
-            rustc_version: Arc::new(OnceLock::new()),
-            gpus: Arc::new(OnceLock::new()),
+            environment,
             kernel_name: kernel_name.to_owned(),
         }
     }
@@ -133,7 +134,7 @@ impl Router {
             for hook in state.hooks() {
                 run = match hook.before_rust(&self.engine, run, cell, &env) {
                     Ok(run) => run,
-                    Err(outcome) => return outcome,
+                    Err(error) => return error.into(),
                 };
             }
         }
@@ -204,88 +205,25 @@ impl Router {
     }
 }
 
-impl Router {
-    /// The installed manual (served by the Jupyter server from the kernelspec
-    /// directory) and the Rust documentation.
-    fn help_links(&self) -> Vec<(String, String)> {
-        let manual = format!("/kernelspecs/{}/help.html", self.kernel_name);
-        vec![
-            ("ferrolab manual".to_owned(), manual.clone()),
-            ("ferrolab magics".to_owned(), format!("{manual}#magics")),
-            (
-                "ferrolab troubleshooting".to_owned(),
-                format!("{manual}#troubleshooting"),
-            ),
-            (
-                "Rust standard library".to_owned(),
-                "https://doc.rust-lang.org/std/".to_owned(),
-            ),
-            (
-                "The Rust book".to_owned(),
-                "https://doc.rust-lang.org/book/".to_owned(),
-            ),
-            (
-                "evcxr commands".to_owned(),
-                "https://github.com/evcxr/evcxr/blob/main/COMMON.md".to_owned(),
-            ),
-        ]
-    }
-}
-
 fn into_outcome(result: MagicResult) -> ExecuteOutcome {
     match result {
         Ok(result) => ExecuteOutcome::Ok {
             result,
             payload: Vec::new(),
         },
-        Err(MagicError {
-            ename,
-            evalue,
-            traceback,
-        }) => ExecuteOutcome::Error(ErrorInfo {
-            ename,
-            evalue,
-            traceback,
-        }),
+        Err(error) => error.into(),
     }
 }
 
 impl Interpreter for Router {
     fn start(&self) {
         self.engine.start();
-        let version = self.rustc_version.clone();
-        let gpus = self.gpus.clone();
-        std::thread::spawn(move || {
-            // The driver's /proc files answer at once; nvidia-smi (slower) only
-            // where they are missing, e.g. in some containers.
-            let _ = gpus.set(crate::magics::gpu::gpu_names());
-            if let Some(found) = toolchain::rustc_version() {
-                let _ = version.set(found);
-            }
-        });
+        let environment = self.environment.clone();
+        std::thread::spawn(move || environment.probe());
     }
 
     fn identity(&self) -> KernelIdentity {
-        let language_version = self
-            .rustc_version
-            .get()
-            .cloned()
-            .unwrap_or_else(|| env!("FERROLAB_BUILD_RUSTC").to_owned());
-        let gpus = self.gpus.get().map(Vec::as_slice).unwrap_or_default();
-        let gpu_line = match gpus {
-            [] => String::new(),
-            [one] => format!("\nGPU: {one} (%gpu for details)"),
-            many => format!("\nGPUs: {} (%gpu for details)", many.join(", ")),
-        };
-        KernelIdentity {
-            banner: format!(
-                "ferrolab {} — Rust in Jupyter (evcxr engine, rustc {language_version})\n\
-                 Rust cells, %magics (%lsmagic), !shell commands, :evcxr commands (:help). Help: `Vec?`, `%cd?`.{gpu_line}",
-                env!("CARGO_PKG_VERSION")
-            ),
-            language_version,
-            help_links: self.help_links(),
-        }
+        identity::identity(&self.environment, &self.kernel_name)
     }
 
     fn execute(&self, code: &str, cell: &CellContext) -> ExecuteOutcome {

@@ -8,7 +8,6 @@
 
 use crate::kernel::{CellContext, StreamName};
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 /// The cell that sees build progress now (`None` between cells).
@@ -16,21 +15,8 @@ pub type ProgressSink = Arc<Mutex<Option<CellContext>>>;
 
 /// Redirects fd 2 through a reader thread. Errors leave stderr untouched.
 pub fn capture(sink: ProgressSink) -> std::io::Result<()> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded; both descriptors are ours.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: duplicating fd 2 returns a fresh descriptor (checked below).
-    let original = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-    if original < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `original` is a fresh descriptor nobody else owns.
-    let mut original = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(original) });
+    let (read_end, write_end) = crate::os::fds::pipe()?;
+    let mut original = std::fs::File::from(crate::os::fds::duplicate(2)?);
     std::thread::Builder::new()
         .name("ferrolab-stderr".into())
         .spawn(move || {

@@ -5,8 +5,9 @@
 //! (which the relay sits in the middle of), the names it generates into a
 //! cell's code, its build directory layout and the answers of its commands.
 //! Each item below names where evcxr defines it, and the tests read the pinned
-//! evcxr's own source (found with `cargo metadata`) and check that it still
-//! says so: updating evcxr makes them fail until each item is re-checked.
+//! evcxr's own source (the files rustc compiled into this binary, as their
+//! dep-info lists them) and check that it still says so: updating evcxr makes
+//! them fail until each item is re-checked.
 //!
 //! The session prelude (`prelude/ferrolab.rs`) is Rust sent to the session, so
 //! it spells the runtime markers out itself; a test checks it uses these.
@@ -99,33 +100,54 @@ fn find_cargo_lock(root: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::OnceLock;
 
-    /// The source directories of evcxr and its crates, as Cargo.lock pins them.
-    fn sources() -> &'static serde_json::Value {
-        static METADATA: OnceLock<serde_json::Value> = OnceLock::new();
-        METADATA.get_or_init(|| {
-            let output = std::process::Command::new(env!("CARGO"))
-                .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .output()
-                .expect("cargo metadata runs");
-            assert!(output.status.success(), "cargo metadata failed");
-            serde_json::from_slice(&output.stdout).unwrap()
-        })
+    /// The source directory of the dependency `name` exactly as this test
+    /// binary was built with it: rustc's dep-info file for the crate
+    /// (`<crate>-<hash>.d`, beside this executable in cargo's `deps`) lists
+    /// every source file it read. No registry, index or network is needed.
+    fn crate_dir(name: &str, version: &str) -> PathBuf {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let deps = exe.parent().expect("the deps directory");
+        let stem = format!("{}-", name.replace('-', "_"));
+        let lib = format!(
+            "{}src{}lib.rs",
+            std::path::MAIN_SEPARATOR,
+            std::path::MAIN_SEPARATOR
+        );
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(deps).expect("deps is readable").flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if !(file_name.starts_with(&stem) && file_name.ends_with(".d")) {
+                continue;
+            }
+            let Ok(info) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            for path in info.split_whitespace().map(|p| p.trim_end_matches(':')) {
+                let Some(dir) = path.strip_suffix(lib.as_str()).map(PathBuf::from) else {
+                    continue;
+                };
+                let dir_name = dir.file_name().unwrap_or_default().to_string_lossy();
+                if dir_name
+                    .strip_prefix(name)
+                    .is_some_and(|v| v.starts_with('-'))
+                {
+                    found.push(dir);
+                }
+            }
+        }
+        // Another version: re-check every assumption in this module.
+        let pinned = format!("{name}-{version}");
+        found
+            .iter()
+            .find(|dir| dir.file_name().is_some_and(|n| n == pinned.as_str()))
+            .cloned()
+            .unwrap_or_else(|| panic!("{pinned} is not what this binary was built with: {found:?}"))
     }
 
     fn crate_file(name: &str, version: &str, file: &str) -> String {
-        let package = sources()["packages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("{name} is a dependency"));
-        // Another version: re-check every assumption in this module.
-        assert_eq!(package["version"], version);
-        let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap());
-        std::fs::read_to_string(manifest.parent().unwrap().join("src").join(file)).unwrap()
+        let path = crate_dir(name, version).join("src").join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     fn evcxr_file(file: &str) -> String {

@@ -17,7 +17,7 @@
 //! - when the runtime dies, the error names the variables that were lost, and
 //!   the prelude is restored before the next cell;
 //! - every process group the engine or a shell command starts ends with the
-//!   kernel, however the kernel ends ([`crate::process_tree::reaper`]).
+//!   kernel, however the kernel ends ([`crate::os::process_tree::reaper`]).
 
 pub mod build_cleanup;
 pub mod build_log;
@@ -48,6 +48,11 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the process groups to end (SIGTERM, then
 /// SIGKILL after two seconds).
 const GROUPS_END_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for the killed runtime to be reaped (a process
+/// killed with SIGKILL is normally gone within milliseconds).
+const RUNTIME_REAP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often [`reap`] looks whether the child has ended.
+const REAP_POLL: Duration = Duration::from_millis(5);
 
 /// Completion candidates with byte offsets into the code.
 #[derive(Debug, Clone, Default)]
@@ -134,10 +139,20 @@ impl Shared {
             return;
         };
         let mut child = process.lock().unwrap_or_else(|p| p.into_inner());
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: signalling a process group we created (process_group(0)).
-        if unsafe { libc::kill(-pid, libc::SIGKILL) } != 0 {
+        // The runtime leads the group it was started in (process_group(0)).
+        if !crate::os::process_tree::signal_group(child.id(), libc::SIGKILL) {
             let _ = child.kill();
+        }
+    }
+
+    /// Kills the runtime and reaps it (waiting at most `timeout`). Until it is
+    /// reaped the killed runtime is a zombie of this process, and a zombie
+    /// keeps its group signalable: the reaper, asked to end the groups,
+    /// would take it for alive and wait its whole grace period.
+    fn end_runtime(&self, timeout: Duration) {
+        self.kill_runtime();
+        if let Some(process) = self.process.get() {
+            reap(process, timeout);
         }
     }
 
@@ -281,7 +296,7 @@ impl Engine {
                 return;
             }
         };
-        if let Err(error) = crate::process_tree::reaper::start() {
+        if let Err(error) = crate::os::process_tree::reaper::start() {
             log::warn!("cannot start the process reaper: {error}");
         }
         let gate_dir = link
@@ -432,13 +447,13 @@ impl Engine {
     /// session, and releases evcxr's temporary files.
     pub fn shutdown(&self) {
         let Some(shared) = self.shared.get() else {
-            crate::process_tree::reaper::end_all(GROUPS_END_TIMEOUT);
+            crate::os::process_tree::reaper::end_all(GROUPS_END_TIMEOUT);
             return;
         };
         shared.interrupt();
         shared.kill_build();
-        shared.kill_runtime();
-        crate::process_tree::reaper::end_all(GROUPS_END_TIMEOUT);
+        shared.end_runtime(RUNTIME_REAP_TIMEOUT);
+        crate::os::process_tree::reaper::end_all(GROUPS_END_TIMEOUT);
         let _ = self.jobs.get().map(|jobs| {
             let (done, finished) = crossbeam_channel::bounded(1);
             if jobs.send(Job::Shutdown { done }).is_ok() {
@@ -448,5 +463,61 @@ impl Engine {
         if let Some(session) = &self.session {
             session.remove();
         }
+    }
+}
+
+/// Waits until `child` has ended and is reaped, at most `timeout`; true when
+/// it was. std's `Child` keeps the exit status, so evcxr, which owns the
+/// child, still reads it later.
+fn reap(child: &Mutex<std::process::Child>, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        drop(child);
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(REAP_POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::process_tree::signal_group;
+    use std::os::unix::process::CommandExt;
+
+    fn sleeper_in_its_own_group() -> Mutex<std::process::Child> {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Mutex::new(child)
+    }
+
+    #[test]
+    fn a_killed_runtime_is_reaped_so_not_even_a_zombie_keeps_its_group() {
+        let child = sleeper_in_its_own_group();
+        let group = child.lock().unwrap().id();
+        assert!(signal_group(group, libc::SIGKILL));
+        assert!(reap(&child, Duration::from_secs(30)));
+        // kill(-group, 0), the reaper's test for a live group, now fails.
+        assert!(!signal_group(group, 0));
+        // The owner of the child still reads its exit status.
+        let status = child.lock().unwrap().try_wait().unwrap();
+        assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    }
+
+    #[test]
+    fn reaping_gives_up_on_a_child_that_does_not_end() {
+        let child = sleeper_in_its_own_group();
+        assert!(!reap(&child, Duration::from_millis(20)));
+        let mut child = child.into_inner().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

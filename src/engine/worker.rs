@@ -163,7 +163,7 @@ impl Worker {
         // Its own process group: a SIGINT sent to the kernel's group (Ctrl-C
         // in a terminal, signal-mode interrupts) never kills the runtime. It
         // dies with the kernel, and the reaper ends its group then.
-        crate::process_tree::reaper::enroll(&mut command);
+        crate::os::process_tree::reaper::enroll(&mut command);
         let started = std::time::Instant::now();
         let (eval_context, outputs) = catch_unwind(AssertUnwindSafe(|| {
             EvalContext::with_subprocess_command(command)
@@ -291,7 +291,7 @@ impl Worker {
         if self.shared.builds_killed.load(Ordering::SeqCst) {
             self.clean_killed_build();
         }
-        crate::process_tree::reaper::forget_ended();
+        crate::os::process_tree::reaper::forget_ended();
         ran
     }
 
@@ -721,8 +721,8 @@ fn forward_lines(lines: Receiver<String>, shared: Arc<Shared>, name: StreamName)
 /// process and what it started, and the process reaper.
 pub(super) fn build_processes(runtime: Option<u32>) -> Vec<u32> {
     let mut system = System::new();
-    let reaper = crate::process_tree::reaper::pid();
-    crate::process_tree::descendants(
+    let reaper = crate::os::process_tree::reaper::pid();
+    crate::os::process_tree::descendants(
         &mut system,
         std::process::id(),
         runtime,

@@ -22,6 +22,12 @@ pub enum ExecuteOutcome {
     Error(ErrorInfo),
 }
 
+impl From<ErrorInfo> for ExecuteOutcome {
+    fn from(error: ErrorInfo) -> Self {
+        ExecuteOutcome::Error(error)
+    }
+}
+
 impl ExecuteOutcome {
     pub fn ok() -> Self {
         ExecuteOutcome::Ok {

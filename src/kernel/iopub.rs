@@ -4,7 +4,10 @@
 //! Stream text is coalesced by [`StreamBatcher`]; any other message first sends
 //! the held stream text, so outputs never overtake each other. `flush` returns
 //! once everything queued before it has been handed to the socket, which is how
-//! the session makes `idle` follow a cell's last output.
+//! the session makes `idle` follow a cell's last output. Those rules live in
+//! [`Outbox`], which hands finished messages to a [`Sink`]: the socket thread
+//! in the kernel, a recording in unit tests ([`Publisher::recording`]), so the
+//! shell and cell context are tested in-process with the same ordering.
 //!
 //! Flow control, end to end: a cell's output takes [`OutputBudget`] before it is
 //! queued, so a producer faster than the socket waits (see `output_budget`).
@@ -80,12 +83,12 @@ impl Publisher {
         let budget = Arc::new(OutputBudget::new(OUTPUT_BUDGET_BYTES));
         let interrupted = Arc::new(AtomicBool::new(false));
         let iopub = Iopub {
-            codec,
-            session: session.clone(),
-            batcher: StreamBatcher::new(STREAM_WINDOW, STREAM_MAX_BYTES),
-            budget: budget.clone(),
-            interrupted: interrupted.clone(),
-            lossy: false,
+            outbox: Outbox::new(session.clone(), budget.clone(), interrupted.clone()),
+            wire: Wire {
+                codec,
+                interrupted: interrupted.clone(),
+                lossy: false,
+            },
         };
         let mailbox = threads.spawn("iopub", socket, limit, iopub)?;
         Ok(Publisher {
@@ -94,6 +97,40 @@ impl Publisher {
             budget,
             interrupted,
         })
+    }
+
+    /// A publisher with no socket (unit tests): each message goes to `record`
+    /// on the thread that queued it, after the same batching and ordering as
+    /// the IOPub thread applies ([`Outbox`]). Held stream text leaves with the
+    /// next command or flush; a window that ended before a command is
+    /// honoured as the socket thread's timer would have.
+    #[cfg(test)]
+    pub fn recording(session: Arc<str>, record: impl FnMut(Message) + Send + 'static) -> Publisher {
+        struct Record<F>(F);
+        impl<F: FnMut(Message)> Sink for Record<F> {
+            fn send(&mut self, message: Message) {
+                (self.0)(message)
+            }
+        }
+        let budget = Arc::new(OutputBudget::new(OUTPUT_BUDGET_BYTES));
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let outbox = Outbox::new(session.clone(), budget.clone(), interrupted.clone());
+        let state = std::sync::Mutex::new((outbox, Record(record)));
+        let mailbox = Mailbox::from_fn(move |command| {
+            let mut state = state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (outbox, sink) = &mut *state;
+            outbox.on_deadline(sink, Instant::now());
+            outbox.command(sink, command);
+            true
+        });
+        Publisher {
+            mailbox,
+            session,
+            budget,
+            interrupted,
+        }
     }
 
     pub fn session(&self) -> &str {
@@ -215,43 +252,47 @@ pub fn set_nodrop(socket: &mut zmq::Socket, nodrop: bool) -> zmq::Result<()> {
     }
 }
 
-struct Iopub {
-    codec: Codec,
+/// Where finished IOPub messages go: the socket, or (in tests) a recording.
+trait Sink {
+    fn send(&mut self, message: Message);
+}
+
+/// The publishing rules, whatever the messages go to: stream text is batched;
+/// any other message, and a flush, first sends the held text; a message's
+/// output budget is given back once it is handed to the sink; a flush clears
+/// the interrupt and acknowledges.
+struct Outbox {
     session: Arc<str>,
     batcher: StreamBatcher,
     budget: Arc<OutputBudget>,
     /// Set by an interrupt, cleared by the next flush.
     interrupted: Arc<AtomicBool>,
-    /// A subscriber stalled: messages it has no room for are dropped for it.
-    lossy: bool,
 }
 
-impl Endpoint for Iopub {
-    type Command = Command;
-
-    /// XPUB delivers subscriptions: `1` + topic subscribes, `0` + topic cancels.
-    fn received(&mut self, socket: &mut zmq::Socket, frames: Vec<Bytes>) {
-        for frame in frames {
-            if frame.first() == Some(&1) {
-                self.welcome(socket, &frame[1..]);
-            }
+impl Outbox {
+    fn new(session: Arc<str>, budget: Arc<OutputBudget>, interrupted: Arc<AtomicBool>) -> Self {
+        Outbox {
+            session,
+            batcher: StreamBatcher::new(STREAM_WINDOW, STREAM_MAX_BYTES),
+            budget,
+            interrupted,
         }
     }
 
-    fn command(&mut self, socket: &mut zmq::Socket, command: Command) {
+    fn command(&mut self, sink: &mut impl Sink, command: Command) {
         match command {
             Command::Stream { parent, name, text } => {
                 for chunk in self.batcher.push(Instant::now(), &parent, name, &text) {
-                    self.send_stream(socket, chunk);
+                    self.send_stream(sink, chunk);
                 }
             }
             Command::Message { message, charge } => {
-                self.flush_streams(socket);
-                self.send(socket, *message);
+                self.flush_streams(sink);
+                sink.send(*message);
                 self.budget.give_back(charge);
             }
             Command::Flush(ack) => {
-                self.flush_streams(socket);
+                self.flush_streams(sink);
                 self.interrupted.store(false, Ordering::SeqCst);
                 let _ = ack.send(());
             }
@@ -262,28 +303,84 @@ impl Endpoint for Iopub {
         self.batcher.deadline()
     }
 
-    fn on_deadline(&mut self, socket: &mut zmq::Socket, now: Instant) {
+    fn on_deadline(&mut self, sink: &mut impl Sink, now: Instant) {
         if let Some(chunk) = self.batcher.poll(now) {
-            self.send_stream(socket, chunk);
+            self.send_stream(sink, chunk);
         }
     }
-}
 
-impl Iopub {
-    fn flush_streams(&mut self, socket: &mut zmq::Socket) {
+    fn flush_streams(&mut self, sink: &mut impl Sink) {
         if let Some(chunk) = self.batcher.flush(Instant::now()) {
-            self.send_stream(socket, chunk);
+            self.send_stream(sink, chunk);
         }
     }
 
-    fn send_stream(&mut self, socket: &mut zmq::Socket, chunk: StreamChunk) {
+    fn send_stream(&mut self, sink: &mut impl Sink, chunk: StreamChunk) {
         let charge = chunk.text.len();
         let content = json!({"name": chunk.name, "text": chunk.text});
         let message = Message::new("stream", &self.session, content, chunk.parent);
-        self.send(socket, message);
+        sink.send(message);
         self.budget.give_back(charge);
     }
+}
 
+/// The IOPub socket thread's endpoint: the [`Outbox`] rules, sent on the socket.
+struct Iopub {
+    outbox: Outbox,
+    wire: Wire,
+}
+
+/// Sending on the XPUB socket: topics, signing, and waiting for subscribers.
+struct Wire {
+    codec: Codec,
+    /// Shared with the [`Outbox`]: after an interrupt nothing waits for room.
+    interrupted: Arc<AtomicBool>,
+    /// A subscriber stalled: messages it has no room for are dropped for it.
+    lossy: bool,
+}
+
+/// The wire and the socket it sends on, as a [`Sink`].
+struct OnSocket<'a> {
+    wire: &'a mut Wire,
+    socket: &'a mut zmq::Socket,
+}
+
+impl Sink for OnSocket<'_> {
+    fn send(&mut self, message: Message) {
+        self.wire.send(self.socket, message);
+    }
+}
+
+impl Endpoint for Iopub {
+    type Command = Command;
+
+    /// XPUB delivers subscriptions: `1` + topic subscribes, `0` + topic cancels.
+    fn received(&mut self, socket: &mut zmq::Socket, frames: Vec<Bytes>) {
+        for frame in frames {
+            if frame.first() == Some(&1) {
+                let wire = &mut self.wire;
+                self.outbox.flush_streams(&mut OnSocket { wire, socket });
+                self.wire.welcome(socket, &self.outbox.session, &frame[1..]);
+            }
+        }
+    }
+
+    fn command(&mut self, socket: &mut zmq::Socket, command: Command) {
+        let wire = &mut self.wire;
+        self.outbox.command(&mut OnSocket { wire, socket }, command);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.outbox.deadline()
+    }
+
+    fn on_deadline(&mut self, socket: &mut zmq::Socket, now: Instant) {
+        let wire = &mut self.wire;
+        self.outbox.on_deadline(&mut OnSocket { wire, socket }, now);
+    }
+}
+
+impl Wire {
     fn send(&mut self, socket: &mut zmq::Socket, mut message: Message) {
         let topic = format!(
             "kernel.{}.{}",
@@ -295,11 +392,10 @@ impl Iopub {
     }
 
     /// JEP 65: tells a new subscriber it is subscribed, with its topic as the
-    /// routing prefix and no parent.
-    fn welcome(&mut self, socket: &mut zmq::Socket, topic: &[u8]) {
-        self.flush_streams(socket);
+    /// routing prefix and no parent. The caller sends held stream text first.
+    fn welcome(&mut self, socket: &mut zmq::Socket, session: &str, topic: &[u8]) {
         let content = json!({"subscription": String::from_utf8_lossy(topic)});
-        let mut message = Message::new("iopub_welcome", &self.session, content, json!({}));
+        let mut message = Message::new("iopub_welcome", session, content, json!({}));
         message.identities = vec![Bytes::copy_from_slice(topic)];
         let frames = self.codec.encode(&message);
         self.deliver(socket, frames, "iopub_welcome");

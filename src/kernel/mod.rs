@@ -11,7 +11,9 @@
 //! children and exits; SIGTERM does the same without a reply.
 //!
 //! This layer knows nothing about Rust or magics: it talks to an
-//! [`Interpreter`] and hands each cell a [`CellContext`].
+//! [`Interpreter`] and hands each cell a [`CellContext`]. That boundary and
+//! the sockets' are where `tests` cuts: a fake interpreter and a recording of
+//! what the sockets would send run the sessions in-process, in milliseconds.
 
 mod cell_context;
 mod control;
@@ -29,6 +31,8 @@ mod sockets;
 mod stdin;
 pub mod stream_batch;
 mod subshells;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 mod usage;
 
@@ -46,9 +50,34 @@ use transport::SocketThreads;
 
 /// Serves the kernel described by `connection_file` until a shutdown request.
 pub fn serve(connection_file: &Path, interpreter: Arc<dyn Interpreter>) -> anyhow::Result<()> {
-    let info = ConnectionInfo::from_file(connection_file)?;
+    let mut info = ConnectionInfo::from_file(connection_file)?;
+    let sockets = bind(&mut info, None)?;
+    serve_bound(info, sockets, interpreter)
+}
+
+/// The five sockets, bound before the kernel serves them.
+pub use sockets::Sockets;
+
+/// Binds the sockets `info` names; a TCP port of 0 becomes a bound port
+/// (drawn from `draw_port` when given) and is written back into `info`.
+pub fn bind(
+    info: &mut ConnectionInfo,
+    draw_port: Option<&dyn Fn() -> u16>,
+) -> anyhow::Result<Sockets> {
+    Ok(sockets::bind_all(
+        info,
+        transport::max_message_bytes(),
+        draw_port,
+    )?)
+}
+
+/// Serves already-bound sockets until shutdown (see [`serve`]).
+pub fn serve_bound(
+    info: ConnectionInfo,
+    sockets: Sockets,
+    interpreter: Arc<dyn Interpreter>,
+) -> anyhow::Result<()> {
     let limit = transport::max_message_bytes();
-    let sockets = sockets::bind_all(&info, limit)?;
     log::info!(
         "listening on {} (transport {:?}, messages up to {limit} bytes)",
         info.endpoint(info.shell_port),

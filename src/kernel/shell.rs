@@ -3,8 +3,10 @@
 //! execution counter and history; they run concurrently.
 //!
 //! Owns the execution counter and the history. Around every request it
-//! publishes `busy` then `idle`; for execute it publishes `execute_input`, lets
-//! the interpreter run the cell on a blocking thread, publishes the result or
+//! publishes `busy` then `idle`; for execute it registers the cell with the
+//! running cells (so an interrupt sent by a client that has seen the cell's
+//! input reaches it), publishes `execute_input`, lets the interpreter run the
+//! cell on a blocking thread, publishes the result or
 //! the single `error` output, replies, and only then goes idle. After a failed
 //! cell with `stop_on_error`, the execute requests that had arrived before its
 //! reply went out are answered `aborted` without running (the queue is read
@@ -33,6 +35,7 @@ use crate::protocol::content::{
 use crate::protocol::{Codec, Message};
 use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -171,6 +174,9 @@ impl ShellSession {
             self.execution_count += 1;
         }
         let count = self.execution_count;
+        // Registered before `execute_input` goes out, so a client that has
+        // seen this cell's input knows an interrupt sent now will reach it.
+        let cancelled = has_code.then(|| self.parts.running.begin(&self.key));
         if !execute.silent {
             let input = ExecuteInput {
                 code: execute.code.clone(),
@@ -182,10 +188,9 @@ impl ShellSession {
                 &request.raw_header,
             );
         }
-        let outcome = if has_code {
-            self.run_cell(request, &execute, count).await
-        } else {
-            ExecuteOutcome::ok()
+        let outcome = match cancelled {
+            Some(cancelled) => self.run_cell(request, &execute, count, cancelled).await,
+            None => ExecuteOutcome::ok(),
         };
         self.parts.publisher.flush().await;
         match outcome {
@@ -257,8 +262,8 @@ impl ShellSession {
         request: &Message,
         execute: &ExecuteRequest,
         count: u64,
+        cancelled: Arc<AtomicBool>,
     ) -> ExecuteOutcome {
-        let cancelled = self.parts.running.begin(&self.key);
         let stdin = execute.allow_stdin.then(|| StdinRoute {
             calls: self.parts.stdin.clone(),
             identities: request.identities.clone(),

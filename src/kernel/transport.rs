@@ -4,7 +4,8 @@
 //! thread, which polls the socket and an eventfd. Other threads (tokio tasks,
 //! a running cell's helpers) hand it work through a [`Mailbox`], which wakes
 //! the thread; what arrives on the socket is given to the socket's
-//! [`Endpoint`] on that same thread.
+//! [`Endpoint`] on that same thread. (In unit tests a mailbox may instead be
+//! a function called on the sender's thread: no socket, no thread.)
 //!
 //! Invariants:
 //! - no frame larger than the message limit is ever buffered: `ZMQ_MAXMSGSIZE`
@@ -114,28 +115,59 @@ impl Wake {
 }
 
 /// Where any thread leaves work for a socket thread. Cheap to clone.
+///
+/// In unit tests a mailbox can instead hand each item to a function on the
+/// sender's thread ([`Mailbox::from_fn`]): that is how the kernel core runs
+/// with no sockets, its outgoing messages recorded in the order sent.
 pub struct Mailbox<T> {
-    tx: Sender<T>,
-    wake: Arc<Wake>,
+    route: Route<T>,
+}
+
+enum Route<T> {
+    /// Queued for a socket thread, which the eventfd wakes.
+    Thread { tx: Sender<T>, wake: Arc<Wake> },
+    /// Handed at once to a function (unit tests only).
+    #[cfg(test)]
+    Call(Arc<dyn Fn(T) -> bool + Send + Sync>),
 }
 
 impl<T> Clone for Mailbox<T> {
     fn clone(&self) -> Self {
-        Mailbox {
-            tx: self.tx.clone(),
-            wake: self.wake.clone(),
-        }
+        let route = match &self.route {
+            Route::Thread { tx, wake } => Route::Thread {
+                tx: tx.clone(),
+                wake: wake.clone(),
+            },
+            #[cfg(test)]
+            Route::Call(deliver) => Route::Call(deliver.clone()),
+        };
+        Mailbox { route }
     }
 }
 
 impl<T> Mailbox<T> {
     /// Queues `item`; false when the socket thread has ended.
     pub fn send(&self, item: T) -> bool {
-        let sent = self.tx.send(item).is_ok();
-        if sent {
-            self.wake.notify();
+        match &self.route {
+            Route::Thread { tx, wake } => {
+                let sent = tx.send(item).is_ok();
+                if sent {
+                    wake.notify();
+                }
+                sent
+            }
+            #[cfg(test)]
+            Route::Call(deliver) => deliver(item),
         }
-        sent
+    }
+
+    /// A mailbox with no socket thread: `deliver` takes each item on the
+    /// sending thread, and its answer is what [`send`](Self::send) returns.
+    #[cfg(test)]
+    pub fn from_fn(deliver: impl Fn(T) -> bool + Send + Sync + 'static) -> Mailbox<T> {
+        Mailbox {
+            route: Route::Call(Arc::new(deliver)),
+        }
     }
 }
 
@@ -183,7 +215,9 @@ impl SocketThreads {
                 .spawn(move || run(name, socket, limit, endpoint, rx, &wake, &stop))?
         };
         self.threads.push((stop, wake.clone(), thread));
-        Ok(Mailbox { tx, wake })
+        Ok(Mailbox {
+            route: Route::Thread { tx, wake },
+        })
     }
 
     /// Stops every socket thread; each closes its socket, and queued

@@ -24,7 +24,7 @@ impl UsageProbe {
     /// The reply content; CPU percentages are since the previous call.
     pub fn sample(&mut self) -> Value {
         let me = std::process::id();
-        let mut family = crate::process_tree::descendants(
+        let mut family = crate::os::process_tree::descendants(
             &mut self.system,
             me,
             None,

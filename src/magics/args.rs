@@ -1,30 +1,30 @@
 //! Argument parsing shared by the magics: shell-word splitting (`shlex`), `~`
 //! and `$VAR` expansion (`shellexpand`), and clap for flags.
 
-use super::MagicError;
+use super::ErrorInfo;
 use clap::Parser;
 
 /// Splits magic arguments like a POSIX shell would.
-pub fn words(name: &str, args: &str) -> Result<Vec<String>, MagicError> {
+pub fn words(name: &str, args: &str) -> Result<Vec<String>, ErrorInfo> {
     shlex::split(args)
-        .ok_or_else(|| MagicError::usage(format!("%{name}: unbalanced quotes in `{args}`")))
+        .ok_or_else(|| ErrorInfo::usage(format!("%{name}: unbalanced quotes in `{args}`")))
 }
 
 /// Parses flags with clap; `--help` and errors become readable usage errors.
-pub fn parse<T: Parser>(name: &str, args: &str) -> Result<T, MagicError> {
+pub fn parse<T: Parser>(name: &str, args: &str) -> Result<T, ErrorInfo> {
     let words = words(name, args)?;
     T::try_parse_from(std::iter::once(format!("%{name}")).chain(words)).map_err(|error| {
         let text = error.render().to_string();
         let text = text.trim().trim_start_matches("error: ").to_owned();
-        MagicError::usage(text)
+        ErrorInfo::usage(text)
     })
 }
 
 /// Expands `~` and environment variables in a path argument.
-pub fn expand_path(text: &str) -> Result<String, MagicError> {
+pub fn expand_path(text: &str) -> Result<String, ErrorInfo> {
     shellexpand::full(text)
         .map(|expanded| expanded.into_owned())
-        .map_err(|error| MagicError::usage(format!("cannot expand `{text}`: {error}")))
+        .map_err(|error| ErrorInfo::usage(format!("cannot expand `{text}`: {error}")))
 }
 
 #[cfg(test)]

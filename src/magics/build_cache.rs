@@ -10,7 +10,7 @@
 //! builds are counted under (its evcxr build directory).
 
 use super::args;
-use super::{Call, Kind, Magic, MagicError, MagicResult};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult};
 use crate::kernel::{ExecuteOutcome, StreamName};
 use crate::protocol::content::MimeBundle;
 use clap::{Parser, Subcommand};
@@ -136,7 +136,7 @@ fn build_cache(call: &mut Call) -> MagicResult {
         Action::Maintain(action) => {
             let session = session_name().map(|name| session_tag(&name));
             let report = run(&action, session.as_deref())
-                .map_err(|e| MagicError::new("BuildCacheError", e))?;
+                .map_err(|e| ErrorInfo::new("BuildCacheError", e))?;
             Ok(Some(report.bundle()))
         }
     }
@@ -148,7 +148,7 @@ fn switch(call: &mut Call, on: bool) -> MagicResult {
     let mut settings = Settings::from_env();
     let lines: Vec<String> = if on {
         if settings.problem.is_some() {
-            return Err(MagicError::new(
+            return Err(ErrorInfo::new(
                 "BuildCacheError",
                 format!("cannot turn the build cache on: {}", settings.describe()),
             ));
@@ -156,9 +156,8 @@ fn switch(call: &mut Call, on: bool) -> MagicResult {
         if settings.limit_bytes == 0 {
             settings.limit_bytes = ferrolab_buildcache::DEFAULT_MB * 1024 * 1024;
         }
-        let exe = std::env::current_exe().map_err(|e| {
-            MagicError::new("BuildCacheError", format!("cannot find ferrolab: {e}"))
-        })?;
+        let exe = std::env::current_exe()
+            .map_err(|e| ErrorInfo::new("BuildCacheError", format!("cannot find ferrolab: {e}")))?;
         let mut lines: Vec<String> = settings
             .cargo_env(&exe)
             .into_iter()
@@ -174,7 +173,7 @@ fn switch(call: &mut Call, on: bool) -> MagicResult {
         vec![format!(":build_env {}=0", ferrolab_buildcache::MB_ENV)]
     };
     if let ExecuteOutcome::Error(error) = call.engine.execute(&lines.join("\n"), 1, call.cell) {
-        return Err(MagicError::new("BuildCacheError", error.evalue));
+        return Err(ErrorInfo::new("BuildCacheError", error.evalue));
     }
     *SWITCHED.lock().unwrap_or_else(|p| p.into_inner()) = Some(on);
     let message = if on {

@@ -8,7 +8,7 @@
 //! not exist or is not a directory is an error and nothing moves.
 
 use super::args::{expand_path, parse, words};
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
 use crate::kernel::StreamName;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,16 +88,16 @@ nothing moves. `!cd DIR` cannot do this: it runs in a shell that exits at once."
 /// Moves kernel, evcxr and runtime to `target` (already checked to be a dir).
 fn change_to(call: &mut Call, target: &Path, quiet: bool) -> MagicResult {
     let target = target.canonicalize().map_err(|error| {
-        MagicError::usage(format!("%cd: cannot resolve {}: {error}", target.display()))
+        ErrorInfo::usage(format!("%cd: cannot resolve {}: {error}", target.display()))
     })?;
     if !target.is_dir() {
-        return Err(MagicError::usage(format!(
+        return Err(ErrorInfo::usage(format!(
             "%cd: {} is not a directory",
             target.display()
         )));
     }
     call.engine.chdir(&target).map_err(|error| {
-        MagicError::new(
+        ErrorInfo::new(
             "OSError",
             format!(
                 "%cd: the Rust runtime could not change to {}: {error}",
@@ -110,7 +110,7 @@ fn change_to(call: &mut Call, target: &Path, quiet: bool) -> MagicResult {
         if let Ok(current) = std::env::current_dir() {
             let _ = call.engine.chdir(&current);
         }
-        return Err(MagicError::new(
+        return Err(ErrorInfo::new(
             "OSError",
             format!("%cd: {}: {error}", target.display()),
         ));
@@ -126,7 +126,7 @@ fn change_to(call: &mut Call, target: &Path, quiet: bool) -> MagicResult {
 }
 
 /// Resolves a user-typed directory against the current one, after `~`/`$VAR`.
-fn resolve(text: &str) -> Result<PathBuf, MagicError> {
+fn resolve(text: &str) -> Result<PathBuf, ErrorInfo> {
     let expanded = PathBuf::from(expand_path(text)?);
     Ok(if expanded.is_absolute() {
         expanded
@@ -135,16 +135,15 @@ fn resolve(text: &str) -> Result<PathBuf, MagicError> {
     })
 }
 
-fn current_dir() -> Result<PathBuf, MagicError> {
-    std::env::current_dir().map_err(|_| {
-        MagicError::usage("CWD no longer exists - please use %cd to change directory.")
-    })
+fn current_dir() -> Result<PathBuf, ErrorInfo> {
+    std::env::current_dir()
+        .map_err(|_| ErrorInfo::usage("CWD no longer exists - please use %cd to change directory."))
 }
 
-fn home() -> Result<PathBuf, MagicError> {
+fn home() -> Result<PathBuf, ErrorInfo> {
     std::env::var_os("HOME")
         .map(PathBuf::from)
-        .ok_or_else(|| MagicError::usage("%cd: HOME is not set"))
+        .ok_or_else(|| ErrorInfo::usage("%cd: HOME is not set"))
 }
 
 fn cd(call: &mut Call) -> MagicResult {
@@ -158,7 +157,7 @@ fn cd(call: &mut Call) -> MagicResult {
         [dash] if dash == "-" => {
             let history = &call.state.dir_history;
             if history.len() < 2 {
-                return Err(MagicError::usage(
+                return Err(ErrorInfo::usage(
                     "%cd -: No previous directory to change to.",
                 ));
             }
@@ -179,7 +178,7 @@ fn cd(call: &mut Call) -> MagicResult {
                     .find(|dir| dir.to_string_lossy().contains(part))
             };
             by_name.or_else(anywhere).cloned().ok_or_else(|| {
-                MagicError::usage(format!(
+                ErrorInfo::usage(format!(
                     "%cd --{part}: No matching entry in directory history"
                 ))
             })?
@@ -187,7 +186,7 @@ fn cd(call: &mut Call) -> MagicResult {
         [flag] if flag.starts_with('-') && flag[1..].parse::<usize>().is_ok() => {
             let index: usize = flag[1..].parse().unwrap_or_default();
             call.state.dir_history.get(index).cloned().ok_or_else(|| {
-                MagicError::usage(format!(
+                ErrorInfo::usage(format!(
                     "%cd {flag}: The requested directory does not exist in history (it has {} entries; see %dhist).",
                     call.state.dir_history.len()
                 ))
@@ -204,12 +203,12 @@ fn cd(call: &mut Call) -> MagicResult {
                 );
                 marked
             } else if candidate.exists() {
-                return Err(MagicError::usage(format!(
+                return Err(ErrorInfo::usage(format!(
                     "%cd: {} is not a directory",
                     candidate.display()
                 )));
             } else {
-                return Err(MagicError::new(
+                return Err(ErrorInfo::new(
                     "FileNotFoundError",
                     format!(
                         "%cd: no such directory: {path} (tried {})",
@@ -219,14 +218,14 @@ fn cd(call: &mut Call) -> MagicResult {
             }
         }
         _ => {
-            return Err(MagicError::usage(format!(
+            return Err(ErrorInfo::usage(format!(
                 "%cd takes one directory, got {}: quote a path with spaces (%cd \"my dir\")",
                 words.len()
             )));
         }
     };
     if !target.exists() {
-        return Err(MagicError::new(
+        return Err(ErrorInfo::new(
             "FileNotFoundError",
             format!("%cd: no such directory: {}", target.display()),
         ));
@@ -245,14 +244,14 @@ fn dhist(call: &mut Call) -> MagicResult {
         .iter()
         .map(|w| {
             w.parse()
-                .map_err(|_| MagicError::usage(format!("%dhist: `{w}` is not a number")))
+                .map_err(|_| ErrorInfo::usage(format!("%dhist: `{w}` is not a number")))
         })
         .collect::<Result<_, _>>()?;
     let (start, end) = match numbers.as_slice() {
         [] => (0, history.len()),
         [n] => (history.len().saturating_sub(*n), history.len()),
         [a, b] => ((*a).min(history.len()), (*b).min(history.len())),
-        _ => return Err(MagicError::usage("%dhist takes at most two numbers")),
+        _ => return Err(ErrorInfo::usage("%dhist takes at most two numbers")),
     };
     let mut text = String::from("Directory history (kept in %dhist)\n");
     for (index, dir) in history.iter().enumerate().take(end).skip(start) {
@@ -287,9 +286,9 @@ fn load_bookmarks(call: &Call) -> BTreeMap<String, PathBuf> {
         .unwrap_or_default()
 }
 
-fn save_bookmarks(call: &Call, bookmarks: &BTreeMap<String, PathBuf>) -> Result<(), MagicError> {
+fn save_bookmarks(call: &Call, bookmarks: &BTreeMap<String, PathBuf>) -> Result<(), ErrorInfo> {
     let path = call.state.bookmarks_file.as_ref().ok_or_else(|| {
-        MagicError::usage(
+        ErrorInfo::usage(
             "%bookmark: no place to keep bookmarks (set HOME or FERROLAB_BOOKMARKS_FILE)",
         )
     })?;
@@ -305,16 +304,16 @@ fn save_bookmarks(call: &Call, bookmarks: &BTreeMap<String, PathBuf>) -> Result<
         std::fs::rename(&temporary, path)
     };
     write().map_err(|error| {
-        MagicError::new(
+        ErrorInfo::new(
             "OSError",
             format!("%bookmark: cannot save {}: {error}", path.display()),
         )
     })
 }
 
-fn bookmark_target(call: &Call, name: &str) -> Result<PathBuf, MagicError> {
+fn bookmark_target(call: &Call, name: &str) -> Result<PathBuf, ErrorInfo> {
     load_bookmarks(call).get(name).cloned().ok_or_else(|| {
-        MagicError::usage(format!(
+        ErrorInfo::usage(format!(
             "Bookmark '{name}' not found.  Use '%bookmark -l' to see your bookmarks."
         ))
     })
@@ -337,7 +336,7 @@ fn bookmark(call: &mut Call) -> MagicResult {
     }
     if let Some(name) = args.delete {
         if bookmarks.remove(&name).is_none() {
-            return Err(MagicError::usage(format!(
+            return Err(ErrorInfo::usage(format!(
                 "Can't delete bookmark '{name}': it does not exist"
             )));
         }
@@ -345,13 +344,13 @@ fn bookmark(call: &mut Call) -> MagicResult {
     }
     let name = args
         .name
-        .ok_or_else(|| MagicError::usage("You must specify the bookmark name"))?;
+        .ok_or_else(|| ErrorInfo::usage("You must specify the bookmark name"))?;
     let dir = match args.dir {
         Some(dir) => resolve(&dir)?,
         None => current_dir()?,
     };
     if !dir.is_dir() {
-        return Err(MagicError::usage(format!(
+        return Err(ErrorInfo::usage(format!(
             "%bookmark: {} is not a directory",
             dir.display()
         )));
@@ -365,10 +364,10 @@ fn pushd(call: &mut Call) -> MagicResult {
     let target = match words.as_slice() {
         [] => home()?,
         [dir] => resolve(dir)?,
-        _ => return Err(MagicError::usage("%pushd takes one directory")),
+        _ => return Err(ErrorInfo::usage("%pushd takes one directory")),
     };
     if !target.is_dir() {
-        return Err(MagicError::new(
+        return Err(ErrorInfo::new(
             "FileNotFoundError",
             format!("%pushd: no such directory: {}", target.display()),
         ));
@@ -384,7 +383,7 @@ fn popd(call: &mut Call) -> MagicResult {
         .state
         .dir_stack
         .pop()
-        .ok_or_else(|| MagicError::usage("%popd on empty stack"))?;
+        .ok_or_else(|| ErrorInfo::usage("%popd on empty stack"))?;
     if let Err(error) = change_to(call, &top, true) {
         call.state.dir_stack.push(top);
         return Err(error);

@@ -10,7 +10,7 @@
 //! `scheme://user:<hidden>@host`.
 
 use super::args::words;
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
 use crate::kernel::StreamName;
 
 pub fn magics() -> Vec<Magic> {
@@ -57,7 +57,7 @@ fn env(call: &mut Call) -> MagicResult {
     match name_and_value(args) {
         (name, None) => match call.state.env_var(name) {
             Some(value) => Ok(text_result(format!("{:?}", shown(name, &value)))),
-            None => Err(MagicError::usage(format!(
+            None => Err(ErrorInfo::usage(format!(
                 "Environment does not have key: {name}"
             ))),
         },
@@ -68,7 +68,7 @@ fn env(call: &mut Call) -> MagicResult {
 fn set_env(call: &mut Call) -> MagicResult {
     match name_and_value(call.args.trim()) {
         (name, Some(value)) if !name.is_empty() => set(call, name, &value),
-        _ => Err(MagicError::usage("usage: %set_env NAME VALUE")),
+        _ => Err(ErrorInfo::usage("usage: %set_env NAME VALUE")),
     }
 }
 
@@ -90,15 +90,15 @@ fn name_and_value(args: &str) -> (&str, Option<String>) {
 
 fn set(call: &mut Call, name: &str, value: &str) -> MagicResult {
     if !valid_name(name) {
-        return Err(MagicError::usage(format!(
+        return Err(ErrorInfo::usage(format!(
             "`{name}` is not a valid variable name (no spaces, `=` or NUL)"
         )));
     }
     if value.contains('\0') {
-        return Err(MagicError::usage("a variable's value cannot contain NUL"));
+        return Err(ErrorInfo::usage("a variable's value cannot contain NUL"));
     }
     call.engine.set_env(name, Some(value)).map_err(|error| {
-        MagicError::new(
+        ErrorInfo::new(
             "OSError",
             format!("%env: the Rust runtime could not set {name}: {error}"),
         )

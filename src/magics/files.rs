@@ -1,7 +1,7 @@
 //! `%%writefile [-a] PATH`: writes the cell body to a file.
 
 use super::args::{expand_path, parse};
-use super::{Call, Kind, Magic, MagicError, MagicResult};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult};
 use crate::kernel::StreamName;
 use std::io::Write;
 
@@ -48,7 +48,7 @@ fn writefile(call: &mut Call) -> MagicResult {
             file.sync_all()
         });
     result.map_err(|error| {
-        MagicError::new(
+        ErrorInfo::new(
             "OSError",
             format!("%%writefile: cannot write {path}: {error}"),
         )

@@ -8,8 +8,9 @@
 //! `nvidia-smi` the magic says so and what to check; it never fails the cell.
 
 use super::args::words;
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
 use crate::protocol::content::MimeBundle;
+use ferrolab_tables::{Cell, Table, left};
 use serde_json::{Map, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -189,57 +190,26 @@ fn footer(report: &Report) -> String {
     )
 }
 
-pub fn render_text(report: &Report) -> String {
-    let rows = rows(report);
-    let mut widths = HEADINGS.map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+/// The GPUs as one table (columns, MIG devices under their GPU, the driver
+/// line as its footer).
+fn table(report: &Report) -> Table {
+    Table {
+        columns: HEADINGS.iter().map(|title| left(title)).collect(),
+        rows: rows(report)
+            .into_iter()
+            .map(|row| row.into_iter().map(Cell::from).collect())
+            .collect(),
+        caption: None,
+        footer: Some(footer(report)),
     }
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut text = line(&HEADINGS.map(str::to_owned));
-    text.push('\n');
-    for row in &rows {
-        text.push_str(&line(row));
-        text.push('\n');
-    }
-    text.push_str(&footer(report));
-    text
 }
 
-/// Text made safe inside HTML elements and double-quoted attributes.
-fn escape(text: &str) -> String {
-    html_escape::encode_double_quoted_attribute(text).into_owned()
+pub fn render_text(report: &Report) -> String {
+    table(report).text()
 }
 
 pub fn render_html(report: &Report) -> String {
-    let mut html = String::from("<table><thead><tr>");
-    for heading in HEADINGS {
-        html.push_str(&format!("<th>{}</th>", escape(heading)));
-    }
-    html.push_str("</tr></thead><tbody>");
-    for row in rows(report) {
-        html.push_str("<tr>");
-        for cell in row {
-            html.push_str(&format!("<td>{}</td>", escape(&cell)));
-        }
-        html.push_str("</tr>");
-    }
-    html.push_str(&format!(
-        "</tbody></table><p>{}</p>",
-        escape(&footer(report))
-    ));
-    html
+    table(report).html()
 }
 
 /// What is wrong when no table can be shown.
@@ -371,7 +341,7 @@ fn gpu(call: &mut Call) -> MagicResult {
             Err(problem) => text_result(problem.explain()),
         }),
         Some("watch") => watch(call, &words[1..], visible),
-        Some(other) => Err(MagicError::usage(format!(
+        Some(other) => Err(ErrorInfo::usage(format!(
             "%gpu: unknown argument `{other}` (use `%gpu` or `%gpu watch [SECONDS] [--count N]`)"
         ))),
     }
@@ -385,7 +355,7 @@ fn watch(call: &mut Call, args: &[String], visible: Option<String>) -> MagicResu
         if arg == "--count" {
             count = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0);
             if count.is_none() {
-                return Err(MagicError::usage(
+                return Err(ErrorInfo::usage(
                     "%gpu watch --count needs a positive number",
                 ));
             }
@@ -395,7 +365,7 @@ fn watch(call: &mut Call, args: &[String], visible: Option<String>) -> MagicResu
                 .ok()
                 .filter(|seconds| *seconds >= 0.1)
                 .ok_or_else(|| {
-                    MagicError::usage(format!(
+                    ErrorInfo::usage(format!(
                         "%gpu watch: `{arg}` is not a number of seconds (≥ 0.1)"
                     ))
                 })?;

@@ -10,7 +10,7 @@
 //! goes to the cell's streams.
 
 use crate::engine::Engine;
-use crate::kernel::{CellContext, ExecuteOutcome};
+use crate::kernel::CellContext;
 use crate::protocol::content::ErrorInfo;
 use std::collections::BTreeMap;
 
@@ -43,7 +43,7 @@ pub trait CellHooks {
         run: RustRun,
         cell: &CellContext,
         env: &Env,
-    ) -> Result<RustRun, ExecuteOutcome>;
+    ) -> Result<RustRun, ErrorInfo>;
 
     /// After a Rust segment ran; `user_code` is the segment as the user wrote it.
     fn after_rust(&mut self, user_code: &str, run: &RustRun, succeeded: bool);

@@ -2,7 +2,7 @@
 //! `%magic`.
 
 use super::args::parse;
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
 use crate::kernel::StreamName;
 use serde_json::{Value, json};
 
@@ -108,9 +108,9 @@ struct HistoryArgs {
 }
 
 /// `4`, `4-6` (inclusive), `4-` (to the end), `S/4-6`, `~1/` → request JSON.
-fn range_request(range: &str) -> Result<Value, MagicError> {
+fn range_request(range: &str) -> Result<Value, ErrorInfo> {
     let bad = || {
-        MagicError::usage(format!(
+        ErrorInfo::usage(format!(
             "%history: cannot read the range `{range}` (try 4, 4-6, 4-, 12/1-5 or ~1/)"
         ))
     };
@@ -168,7 +168,7 @@ fn history(call: &mut Call) -> MagicResult {
     let mut text = String::new();
     for request in requests {
         let request =
-            serde_json::from_value(request).map_err(|e| MagicError::usage(e.to_string()))?;
+            serde_json::from_value(request).map_err(|e| ErrorInfo::usage(e.to_string()))?;
         for entry in call.cell.history(&request) {
             let (session, line, input) =
                 (&entry[0], &entry[1], entry[2].as_str().unwrap_or_default());

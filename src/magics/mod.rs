@@ -4,7 +4,7 @@
 //!
 //! A magic gets its argument text (and a cell magic its body), the running
 //! cell's [`CellContext`], the [`Engine`] and the router's [`MagicState`]. It
-//! never touches sockets. Failures are [`MagicError`]s that the router turns
+//! never touches sockets. Failures are [`ErrorInfo`]s that the router turns
 //! into the cell's single `error` output.
 
 mod args;
@@ -55,32 +55,12 @@ pub struct Call<'a> {
     pub registry: &'a Registry,
 }
 
-/// A failed magic: becomes the cell's `error` output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MagicError {
-    pub ename: String,
-    pub evalue: String,
-    pub traceback: Vec<String>,
-}
-
-impl MagicError {
-    /// Bad arguments or a request that cannot be met (IPython's UsageError).
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self::new("UsageError", message)
-    }
-
-    pub fn new(ename: &str, message: impl Into<String>) -> Self {
-        let evalue = message.into();
-        MagicError {
-            ename: ename.to_owned(),
-            traceback: vec![format!("\x1b[1;31m{ename}\x1b[0m: {evalue}")],
-            evalue,
-        }
-    }
-}
+/// A failed magic is the protocol's error triple: it becomes the cell's
+/// `error` output as it is (see `ErrorInfo::new` and `ErrorInfo::usage`).
+pub use crate::protocol::content::ErrorInfo;
 
 /// What a magic returns: an optional value (shown as the cell's result).
-pub type MagicResult = Result<Option<MimeBundle>, MagicError>;
+pub type MagicResult = Result<Option<MimeBundle>, ErrorInfo>;
 
 pub struct Magic {
     pub name: &'static str,
@@ -130,7 +110,7 @@ impl Registry {
     }
 
     /// The error for an unknown magic, naming the closest ones.
-    pub fn unknown(&self, kind: Kind, name: &str) -> MagicError {
+    pub fn unknown(&self, kind: Kind, name: &str) -> ErrorInfo {
         let mut message = format!(
             "{} magic `{}{name}` not found.",
             kind_label(kind),
@@ -163,7 +143,7 @@ impl Registry {
             }
             message.push_str(" See %lsmagic for the full list.");
         }
-        MagicError::usage(message)
+        ErrorInfo::usage(message)
     }
 
     /// Help for `%name` / `%%name` (as typed in a help query).

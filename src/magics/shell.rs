@@ -11,11 +11,11 @@
 //! `!` never fails the cell (a non-zero exit prints one line on stderr, as in
 //! IPython); `%%bash`/`%%sh` do.
 
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
-use crate::engine::relay::stdin_watch;
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
 use crate::engine::text::Utf8Stream;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
-use crate::process_tree::group_alive;
+use crate::os::process_tree::{group_alive, signal_group};
+use crate::os::stdin_watch;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
@@ -85,8 +85,7 @@ impl ProcessSlot {
         slot.stopping = Some(done_rx);
         std::thread::spawn(move || {
             for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
-                // SAFETY: signalling the process group this module created.
-                if unsafe { libc::kill(-pgid, signal) } != 0 {
+                if !signal_group(pgid as u32, signal) {
                     break; // the group is gone
                 }
                 let deadline = Instant::now() + Duration::from_secs(2);
@@ -135,7 +134,7 @@ pub fn run(
             _ => Stdio::piped(),
         });
     // Own process group; dies with the kernel, and the reaper ends the group.
-    crate::process_tree::reaper::enroll(&mut command);
+    crate::os::process_tree::reaper::enroll(&mut command);
     let mut child = command.spawn()?;
     let pid = child.id() as i32;
     slot.start(pid);
@@ -349,7 +348,7 @@ fn signal_name(signal: i32) -> &'static str {
 pub fn line(call: &mut Call, command_text: &str, capture: bool) -> MagicResult {
     let command_text = interpolate(call, command_text)?;
     if command_text.trim().is_empty() {
-        return Err(MagicError::usage("`!` needs a command, e.g. `!ls -la`"));
+        return Err(ErrorInfo::usage("`!` needs a command, e.g. `!ls -la`"));
     }
     let first_word = command_text.split_whitespace().next().unwrap_or_default();
     if first_word == "cd" {
@@ -370,7 +369,7 @@ pub fn line(call: &mut Call, command_text: &str, capture: bool) -> MagicResult {
         input,
         capture,
     )
-    .map_err(|error| MagicError::new("OSError", format!("cannot run `{command_text}`: {error}")))?;
+    .map_err(|error| ErrorInfo::new("OSError", format!("cannot run `{command_text}`: {error}")))?;
     if !finished.status.success() {
         call.cell.stream(
             StreamName::Stderr,
@@ -406,7 +405,7 @@ fn script(call: &mut Call, program: &str) -> MagicResult {
         false,
     )
     .map_err(|error| {
-        MagicError::new(
+        ErrorInfo::new(
             "OSError",
             format!("Couldn't run program `{program}`: {error}"),
         )
@@ -414,7 +413,7 @@ fn script(call: &mut Call, program: &str) -> MagicResult {
     if finished.status.success() {
         Ok(None)
     } else {
-        Err(MagicError::new(
+        Err(ErrorInfo::new(
             "CalledProcessError",
             format!(
                 "Command '{program}' returned non-zero status: {}.",
@@ -495,7 +494,7 @@ fn pieces(line: &str) -> Option<Vec<Piece>> {
 /// `{expr}` is pasted unquoted (so `{args}` can be several words, and a
 /// value with `;` or `$(…)` is shell syntax); `{expr!q}` is quoted as one
 /// shell word with `shlex` (POSIX shell rules).
-fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
+fn interpolate(call: &mut Call, line: &str) -> Result<String, ErrorInfo> {
     let Some(pieces) = pieces(line) else {
         return Ok(line.to_owned());
     };
@@ -545,7 +544,7 @@ fn interpolate(call: &mut Call, line: &str) -> Result<String, MagicError> {
 }
 
 /// The command from its pieces and the expressions' values, in order.
-fn assemble(pieces: Vec<Piece>, values: Vec<String>) -> Result<String, MagicError> {
+fn assemble(pieces: Vec<Piece>, values: Vec<String>) -> Result<String, ErrorInfo> {
     let mut values = values.into_iter();
     let mut command = String::new();
     for piece in pieces {
@@ -555,7 +554,7 @@ fn assemble(pieces: Vec<Piece>, values: Vec<String>) -> Result<String, MagicErro
             Piece::Quoted(expr) => {
                 let value = values.next().unwrap_or_default();
                 let quoted = shlex::try_quote(&value).map_err(|_| {
-                    MagicError::usage(format!(
+                    ErrorInfo::usage(format!(
                         "the value of `{{{expr}!q}}` has a NUL byte, which no shell word can hold"
                     ))
                 })?;

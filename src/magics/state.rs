@@ -21,14 +21,20 @@ pub struct MagicState {
 }
 
 impl MagicState {
-    pub fn new(running: ProcessSlot) -> Self {
+    pub fn new(
+        running: ProcessSlot,
+        environment: std::sync::Arc<crate::kernel_environment::KernelEnvironment>,
+    ) -> Self {
         MagicState {
             dir_history: std::env::current_dir().into_iter().collect(),
             dir_stack: Vec::new(),
             env: BTreeMap::new(),
             bookmarks_file: bookmarks_path(),
             running,
-            checkpoint: Default::default(),
+            checkpoint: super::checkpoint::CheckpointState {
+                kernel_environment: environment,
+                ..Default::default()
+            },
         }
     }
 

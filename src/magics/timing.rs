@@ -8,7 +8,7 @@
 //! `mean ± std per loop (mean ± std. dev. of R runs, N loops each)` as IPython.
 
 use super::args::parse;
-use super::{Call, Kind, Magic, MagicError, MagicResult};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult};
 use crate::engine::RunTimes;
 use crate::kernel::{ExecuteOutcome, StreamName};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ compile before it is listed on its own line.";
 fn time_line(call: &mut Call) -> MagicResult {
     let code = call.args.to_owned();
     if code.trim().is_empty() {
-        return Err(MagicError::usage(
+        return Err(ErrorInfo::usage(
             "%time needs Rust code, e.g. `%time train(&data)`",
         ));
     }
@@ -78,11 +78,7 @@ fn timed(call: &mut Call, code: &str) -> MagicResult {
             call.cell.stream(StreamName::Stdout, &report(&times, total));
             Ok(result)
         }
-        ExecuteOutcome::Error(info) => Err(MagicError {
-            ename: info.ename,
-            evalue: info.evalue,
-            traceback: info.traceback,
-        }),
+        ExecuteOutcome::Error(info) => Err(info),
     }
 }
 
@@ -140,12 +136,12 @@ fn timeit(call: &mut Call) -> MagicResult {
     let (flags, expression) = split_timeit_args(call.args);
     let args: TimeitFlags = parse("timeit", &flags)?;
     if expression.trim().is_empty() {
-        return Err(MagicError::usage(
+        return Err(ErrorInfo::usage(
             "%timeit needs an expression, e.g. `%timeit v.len()`",
         ));
     }
     if args.runs == 0 || args.loops == Some(0) {
-        return Err(MagicError::usage("%timeit: -n and -r must be at least 1"));
+        return Err(ErrorInfo::usage("%timeit: -n and -r must be at least 1"));
     }
     let code = timeit_code(&expression, args.loops.unwrap_or(0), args.runs);
     let result = match call.engine.execute(&code, 1, call.cell) {
@@ -157,20 +153,12 @@ fn timeit(call: &mut Call) -> MagicResult {
             .and_then(|v| v.as_str())
             .map(str::to_owned),
         ExecuteOutcome::Ok { result: None, .. } => None,
-        ExecuteOutcome::Error(info) => {
-            return Err(MagicError {
-                ename: info.ename,
-                evalue: info.evalue,
-                traceback: info.traceback,
-            });
-        }
+        ExecuteOutcome::Error(info) => return Err(info),
     };
     let stats = result
         .as_deref()
         .and_then(TimeitStats::parse)
-        .ok_or_else(|| {
-            MagicError::new("TimeitError", "the timing loop returned no measurements")
-        })?;
+        .ok_or_else(|| ErrorInfo::new("TimeitError", "the timing loop returned no measurements"))?;
     call.cell.stream(StreamName::Stdout, &stats.report());
     Ok(None)
 }

@@ -164,12 +164,30 @@ pub struct ListSubshellReply {
     pub subshell_id: Vec<String>,
 }
 
-/// The error triple shared by `error` outputs and error replies.
+/// The error triple shared by `error` outputs and error replies: also what a
+/// failed magic, hook or cell segment returns, so no layer converts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     pub ename: String,
     pub evalue: String,
     pub traceback: Vec<String>,
+}
+
+impl ErrorInfo {
+    /// An error whose traceback is one line: the name in bold red, then the message.
+    pub fn new(ename: &str, message: impl Into<String>) -> Self {
+        let evalue = message.into();
+        ErrorInfo {
+            ename: ename.to_owned(),
+            traceback: vec![format!("\x1b[1;31m{ename}\x1b[0m: {evalue}")],
+            evalue,
+        }
+    }
+
+    /// Bad arguments or a request that cannot be met (IPython's UsageError).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new("UsageError", message)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

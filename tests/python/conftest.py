@@ -5,12 +5,17 @@ FERROLAB_HISTORY_FILE at a scratch file before pytest starts, so these tests nev
 touch the user's own Jupyter setup.
 """
 
+import hashlib
 import os
 import queue
+import subprocess
 import time
+import venv
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jupyter_client
+import psutil
 import pytest
 
 ALLOWLIST = os.path.join(os.path.dirname(__file__), "skip_allowlist.txt")
@@ -54,6 +59,45 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         write(f"  {'NOT ALLOWED' if (node, reason) in unexpected else 'allowed'}: {node}: {reason}")
     write(f"{len(SKIPS)} skipped, {len(unexpected)} of them for a reason not on the list"
           + (": the run fails" if unexpected else ""), red=bool(unexpected))
+
+
+def listening_port(process, timeout=60, describe=lambda: "", exited_is_none=False):
+    """The TCP port a server started on port 0 listens on, read from the OS's socket
+    table (so it is this process's socket, not another's that took the number): polled
+    until it appears; fails the test if time runs out, or if the process exits first
+    (then None instead with `exited_is_none`, for a caller that retries)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            if exited_is_none:
+                return None
+            pytest.fail(f"the server exited before listening: {describe()}")
+        try:
+            sockets = psutil.Process(process.pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        listening = sorted(s.laddr.port for s in sockets if s.status == psutil.CONN_LISTEN)
+        if listening:
+            return listening[0]
+        time.sleep(0.05)  # polling interval
+    pytest.fail(f"the server was not listening after {timeout}s: {describe()}")
+
+
+def pinned_venv_python(name, requirements):
+    """The python of a venv of its own for a tool whose pins clash with requirements.txt
+    (the official kaggle CLI, Enterprise Gateway), kept beside the cargo target dir and
+    rebuilt when its requirements file changes."""
+    root = Path(__file__).resolve().parents[2]
+    home = Path(os.environ.get("CARGO_TARGET_DIR", root / "target")) / name
+    python = home / "bin" / "python"
+    wanted = hashlib.sha256(Path(requirements).read_bytes()).hexdigest()
+    stamp = home / ".requirements.sha256"
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
+        venv.create(home, with_pip=True, clear=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)],
+                       check=True, timeout=900)
+        stamp.write_text(wanted)
+    return python
 
 
 KERNEL_NAME = os.environ.get("FERROLAB_TEST_KERNEL", "ferrolab")

@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,17 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import listening_port
 from playwright import sync_api as playwright  # pinned in requirements.txt: missing is an error, not a skip
 
 CHROMIUM = os.environ.get("FERROLAB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("FERROLAB_TEST_ARTIFACTS", "test-artifacts")) / "browser"
 STEP_TIMEOUT_MS = 180_000
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,27 +41,20 @@ def lab(tmp_path_factory):
     (overrides / "overrides.json").write_text(json.dumps({
         "@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"},
     }))
-    port, token = free_port(), secrets.token_hex(16)
+    token = secrets.token_hex(16)
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(settings / "user"),
            "JUPYTER_CONFIG_DIR": str(settings / "config")}
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        # Port 0: the server takes a free port and the test reads which from the OS.
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", "--port=0",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
          "--ServerApp.port_retries=0", f"--LabApp.app_settings_dir={overrides}",
          "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
          *(["--allow-root"] if os.geteuid() == 0 else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    port = listening_port(server, describe=lambda: server.stderr.read() if server.poll() is not None else "")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited: {server.stderr.read()}")
-            time.sleep(0.2)
     yield {"url": url, "token": token, "root": root}
     server.terminate()
     try:

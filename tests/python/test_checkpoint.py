@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import Kernel
+from conftest import Kernel, listening_port
 
 DEFINITIONS = """:dep serde = { version = "1", features = ["derive"] }
 use std::collections::HashMap;
@@ -81,12 +81,24 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("checkpoint-work")
 
 
+# An empty FERROLAB_CHECKPOINT_DIR (not a missing one): an inherited value must not redirect the tests.
+NO_INHERITED_DIR = {"FERROLAB_CHECKPOINT_DIR": ""}
+
+
+@pytest.fixture(autouse=True)
+def auto_off_after_each_test(request):
+    """A test that turned `%checkpoint auto` on and then failed must not leave it on
+    for the next test (its saves would go to that test's folder)."""
+    yield
+    if "ck" in request.fixturenames:
+        request.getfixturevalue("ck").execute("%checkpoint auto off")
+
+
 @pytest.fixture(scope="module")
 def ck(work, s3, tmp_path_factory):
     # The checkpoint key, spool and download cache live in a scratch home of their own.
     xdg = tmp_path_factory.mktemp("checkpoint-xdg")
-    # An empty FERROLAB_CHECKPOINT_DIR (not a missing one): an inherited value must not redirect the tests.
-    env = {"FERROLAB_CHECKPOINT_DIR": "", "XDG_CONFIG_HOME": str(xdg / "config"),
+    env = {**NO_INHERITED_DIR, "XDG_CONFIG_HOME": str(xdg / "config"),
            "XDG_CACHE_HOME": str(xdg / "cache"), **s3.env}
     running = Kernel(cwd=work, env=env)
     running.cwd = work
@@ -183,7 +195,7 @@ def test_interrupt_that_loses_variables_points_at_the_checkpoint(ck):
 
 def test_fresh_kernel_in_another_directory_restores_and_a_changed_type_fails_alone(ck, work, first, tmp_path):
     before = first.before
-    fresh = Kernel(cwd=tmp_path)
+    fresh = Kernel(cwd=tmp_path, env=NO_INHERITED_DIR)
     try:
         ok(fresh.execute("let x = 1;"))
         lost = fresh.execute("std::process::abort();").error()
@@ -196,7 +208,7 @@ def test_fresh_kernel_in_another_directory_restores_and_a_changed_type_fails_alo
         assert ok(fresh.execute("model.weights.iter().sum::<f32>()")).result_text() == "124875.0"
     finally:
         fresh.shutdown()
-    changed = Kernel(cwd=tmp_path)
+    changed = Kernel(cwd=tmp_path, env=NO_INHERITED_DIR)
     try:
         ok(changed.execute(':dep serde = { version = "1", features = ["derive"] }\n'
                            '#[derive(Debug, serde::Deserialize)] struct Model { other: u8 }', timeout=600))
@@ -310,19 +322,28 @@ def test_auto_saves_only_at_cell_boundaries(ck, tmp_path):
     ok(ck.execute("1 + 1"))
     assert len(valid_checkpoints(root)) == baseline + 1
     seen_during = []
-    msg_id = ck.client.execute("std::thread::sleep(std::time::Duration::from_secs(4));")
+    # The watched window is the cell's own: from its first line to its second, while its
+    # code runs (it runs a second more after that, so the window closes before any save
+    # at the cell's end could start).
+    msg_id = ck.client.execute('println!("cell started"); '
+                               "std::thread::sleep(std::time::Duration::from_secs(3)); "
+                               'println!("cell ending"); '
+                               "std::thread::sleep(std::time::Duration::from_secs(1));")
+    wait_for_output(ck, msg_id, "cell started")
     stop = threading.Event()
 
     def watch():
         while not stop.is_set():
             seen_during.append(len(list(root.glob("ckpt-*"))))
-            time.sleep(0.1)
+            time.sleep(0.1)  # sampling interval
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(3)
-    stop.set()
-    watcher.join()
+    try:
+        wait_for_output(ck, msg_id, "cell ending")
+    finally:
+        stop.set()
+        watcher.join()
     reply = ck.client.get_shell_msg(timeout=60)
     assert reply["parent_header"]["msg_id"] == msg_id
     assert set(seen_during) == {baseline + 1}, "a checkpoint appeared while the cell ran"
@@ -725,22 +746,13 @@ def s3(tmp_path_factory):
     unauthenticated calls) is accepted; a bucket `ckpts`."""
     import boto3
 
-    port = socket.create_server(("127.0.0.1", 0))
-    number = port.getsockname()[1]
-    port.close()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
+    # Port 0: the server takes a free port and the test reads which from the OS.
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(number)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
         stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", number), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    number = listening_port(server, describe=log.read_text)
     direct = f"http://127.0.0.1:{number}"
     anonymous = dict(endpoint_url=direct, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup")
     iam = boto3.client("iam", **anonymous)

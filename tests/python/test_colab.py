@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +39,11 @@ def test_setup_cells_install_a_working_kernel(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells = [cell for cell in notebook.cells if "colab-setup" in cell.metadata.get("tags", [])]
     assert len(notebook.cells) == 3
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # the environment is restored after
+        for key, value in env.items():
+            patch.setenv(key, value)
         NotebookClient(notebook, kernel_name="python3", timeout=600,
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.outputs)
     assert (prefix / "share/jupyter/kernels/rust/kernel.json").is_file()
     assert (tmp_path / "cargo-home/bin/ferrolab").is_file()

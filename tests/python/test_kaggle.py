@@ -307,11 +307,13 @@ def test_server_errors_are_retried_with_backoff(kk, server, alice):
 
 
 def test_network_errors_name_the_host_and_why(kk, alice):
+    # Bound but never listening, and held for the whole cell: nobody else can take the
+    # port, and connecting to it is refused.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    kk.execute(f"%env KAGGLE_API_ENDPOINT=http://127.0.0.1:{port}")
-    failure = error(kk.execute("%kaggle competitions list"))
+        kk.execute(f"%env KAGGLE_API_ENDPOINT=http://127.0.0.1:{port}")
+        failure = error(kk.execute("%kaggle competitions list"))
     assert failure["ename"] == "KaggleNetworkError"
     assert failure["evalue"].startswith(f"Could not reach 127.0.0.1:{port}: ")
     assert "refused" in failure["evalue"].lower()
@@ -478,7 +480,7 @@ def test_unzip_refuses_a_bomb_and_its_limits_are_settings(kk, server, alice, tmp
     cell = f"%kaggle competitions download -c evil-zip -p {tmp_path} --unzip"
     failure = error(kk.execute(cell))
     assert failure["ename"] == "KaggleUnzipError"
-    assert "would expand to 105 MB" in failure["evalue"]
+    assert "would expand to 104.9 MB" in failure["evalue"]
     assert "FERROLAB_UNZIP_MAX_RATIO" in failure["evalue"]
     assert listing(tmp_path) == ["evil-zip.zip"]
     # A user who expects it can allow it.
@@ -490,7 +492,7 @@ def test_unzip_refuses_a_bomb_and_its_limits_are_settings(kk, server, alice, tmp
     titanic = tmp_path / "titanic"
     kk.execute("%env FERROLAB_UNZIP_MAX_BYTES=10k")
     failure = error(kk.execute(f"%kaggle competitions download -c titanic -p {titanic} --unzip"))
-    assert "more than the limit of 10 kB (FERROLAB_UNZIP_MAX_BYTES)" in failure["evalue"]
+    assert "more than the limit of 10.0 kB (FERROLAB_UNZIP_MAX_BYTES)" in failure["evalue"]
     assert listing(titanic) == ["titanic.zip"]
     kk.execute("%env FERROLAB_UNZIP_MAX_BYTES=lots")
     failure = error(kk.execute(f"%kaggle competitions download -c titanic -p {titanic} --unzip"))
@@ -721,11 +723,24 @@ def test_the_endpoint_may_carry_the_api_prefix(kk, server, alice):
 # --- last: nothing secret leaked anywhere ---------------------------------------------------
 
 
-def test_no_key_or_token_in_any_iopub_message_or_the_log(kk):
-    assert len(kk.iopub_seen) > 100
+def test_no_key_or_token_in_any_iopub_message_or_the_log(kk, server, alice):
+    """Makes its own secret-bearing calls (a hidden-prompt login, a key in kaggle.json,
+    a token file), so it proves something when it runs alone; then scans everything the
+    kernel published and logged (including what earlier tests in the module caused)."""
+    seen_before, log_before = len(kk.iopub_seen), len(kk.log.read_text())
+    token_file = kk.config_dir / "access_token"
+    try:
+        assert kk.execute("%kaggle login", allow_stdin=True, answers=["alice", ALICE_KEY]).status == "ok"
+        assert kk.execute("%kaggle competitions list").status == "ok"
+        token_file.write_text(CAROL_TOKEN + "\n")
+        assert "Kaggle user: carol" in everything(kk.execute("%kaggle whoami"))
+        assert auth_of(server.calls("POST")[-1]) == f"Bearer {CAROL_TOKEN}"
+    finally:
+        token_file.unlink(missing_ok=True)
+    assert len(kk.iopub_seen) - seen_before > 10  # this test's own cells published
     messages = json.dumps([{k: m[k] for k in ("header", "parent_header", "content")} for m in kk.iopub_seen], default=str)
     log = kk.log.read_text()
-    assert "kaggle: POST" in log  # the log was written, so the scan means something
+    assert "kaggle: POST" in log[log_before:]  # the log was written, so the scan means something
     for secret in NEVER_SHOWN:
         assert secret not in messages
         assert secret not in log

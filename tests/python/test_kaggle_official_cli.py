@@ -9,17 +9,16 @@ endpoint setting beyond fixed localhost ports, so the runner below points the SD
 production endpoint at the fake before the CLI starts; nothing else of the CLI is touched.
 """
 
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import pinned_venv_python
 from fake_kaggle import USERS, FakeKaggle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,18 +35,8 @@ main()
 
 @pytest.fixture(scope="module")
 def official_python():
-    """The venv's python, (re)installed when the pinned requirements changed."""
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    home = target / "kaggle-cli-venv"
-    python = home / "bin" / "python"
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    stamp = home / ".requirements.sha256"
-    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
-        venv.create(home, with_pip=True, clear=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
-                       check=True, timeout=900)
-        stamp.write_text(wanted)
-    return python
+    """The official CLI's venv python (its own venv, beside the cargo target dir)."""
+    return pinned_venv_python("kaggle-cli-venv", REQUIREMENTS)
 
 
 @pytest.fixture(scope="module")

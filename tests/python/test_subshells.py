@@ -86,6 +86,12 @@ class Traffic:
                   and m["msg_type"] == "stream" and text in m["content"]["text"],
                   f"{text!r} printed by {msg_id}")
 
+    def wait_input(self, msg_id):
+        """Until the kernel has taken the cell up (its `execute_input`): an interrupt reaches it now."""
+        self.wait(lambda ch, m: ch == "iopub" and m["parent_header"].get("msg_id") == msg_id
+                  and m["msg_type"] == "execute_input",
+                  f"the input of {msg_id}")
+
     def stream_text(self, msg_id):
         return "".join(m["content"]["text"] for m in self.iopub(msg_id) if m["msg_type"] == "stream")
 
@@ -220,6 +226,7 @@ def test_an_interrupt_stops_the_cells_of_every_shell_and_the_kernel_goes_on(kern
     command = traffic.execute("!echo started; sleep 120", subshell_id=shell_subshell)
     traffic.wait_stream(command, "started")
     queued = traffic.execute("1 + 1", subshell_id=rust_subshell)
+    traffic.wait_input(queued)  # taken up, waiting for the main shell's Rust turn
 
     interrupt = traffic.send("control", "interrupt_request", {})
     assert traffic.reply(interrupt, "control")["content"]["status"] == "ok"

@@ -19,13 +19,12 @@
 //! evcxr sees the marker; a `Pong` follows all output read before the `Ping`.
 //! If anything here fails to set up, the child runs as plain evcxr.
 
-mod fds;
 pub mod live_blocks;
 pub mod parser;
-pub mod stdin_watch;
 
 use crate::engine::evcxr_contract;
 use crate::engine::link_frame::{self, Notice, Order};
+use crate::os::{fds, stdin_watch};
 use live_blocks::{LiveBlocks, Outcome};
 use parser::{Event, OutputParser};
 use std::os::fd::{AsRawFd, OwnedFd};

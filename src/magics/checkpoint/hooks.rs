@@ -7,11 +7,9 @@
 //! Invariant: an auto-save only happens at a cell boundary, after a cell that
 //! succeeded and was not interrupted.
 
-use super::{
-    CheckpointState, Env, checkpoint_error, in_cell, into_outcome, journal, listing, runtime, save,
-};
+use super::{CheckpointState, Env, checkpoint_error, in_cell, journal, listing, runtime, save};
 use crate::engine::Engine;
-use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
+use crate::kernel::{CellContext, StreamName};
 use crate::magics::hooks::{CellHooks, RustRun};
 use crate::protocol::content::ErrorInfo;
 use runtime::Readiness;
@@ -24,7 +22,7 @@ impl CellHooks for CheckpointState {
         run: RustRun,
         cell: &CellContext,
         env: &Env,
-    ) -> Result<RustRun, ExecuteOutcome> {
+    ) -> Result<RustRun, ErrorInfo> {
         if run.code.lines().any(|line| line.trim() == ":clear") {
             self.runtime_loaded = false;
             self.journal.clear();
@@ -40,14 +38,14 @@ impl CellHooks for CheckpointState {
         }
         let uses_macro = run.code.contains("checkpoint!") || run.code.contains("checkpoint_now!");
         if uses_macro && !self.runtime_loaded {
-            match runtime::ensure(engine, self, cell).map_err(into_outcome)? {
+            match runtime::ensure(engine, self, cell)? {
                 Readiness::Loaded => {}
                 Readiness::WouldDrop(risky) => {
-                    return Err(into_outcome(checkpoint_error(format!(
+                    return Err(checkpoint_error(format!(
                         "ferrolab::checkpoint! needs the checkpoint runtime, which is {}",
                         Readiness::why_not(&risky)
                             .trim_start_matches("not saved: the checkpoint runtime is ")
-                    ))));
+                    )));
                 }
             }
         }

@@ -6,7 +6,7 @@
 
 use super::place::Place;
 use super::retention;
-use super::save::{environment, session_files};
+use super::save::session_files;
 use super::state::{CheckpointState, Env};
 use crate::engine::Engine;
 use crate::kernel::{CellContext, StreamName};
@@ -63,7 +63,7 @@ pub fn prepare(engine: &Engine, state: &mut CheckpointState, env: &Env) {
         last_commit_unix: state.last_commit_unix.unwrap_or(0.0),
         types: engine.variables().into_iter().collect(),
         session_dir: Some(session),
-        environment: environment(),
+        environment: state.kernel_environment.manifest_entries(),
     };
     let file = scratch.join("state.json");
     if let Err(error) = std::fs::write(&file, settings.to_json().to_string()) {

@@ -10,22 +10,11 @@ use crate::protocol::content::MimeBundle;
 use ferrolab_checkpoint::Status;
 use ferrolab_checkpoint::commit::{self, Listed};
 use ferrolab_checkpoint::manifest::Depth;
-use serde_json::Value;
 use std::path::Path;
 
+/// A size as every ferrolab table writes it (`1.2 MB`).
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    ferrolab_tables::size(bytes)
 }
 
 pub fn human_age(seconds: f64) -> String {
@@ -44,62 +33,21 @@ pub fn utc_time(unix: f64) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Text made safe inside HTML elements and double-quoted attributes.
-fn escape(text: &str) -> String {
-    html_escape::encode_double_quoted_attribute(text).into_owned()
-}
-
-/// A table as aligned text and an HTML table.
-pub fn table(headers: &[&str], rows: &[Vec<String>], caption: &str) -> MimeBundle {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        cells
+/// A table of left-aligned columns under a caption, as aligned text and HTML.
+pub fn table(headers: &[&'static str], rows: &[Vec<String>], caption: &str) -> MimeBundle {
+    ferrolab_tables::Table {
+        columns: headers
             .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut plain = format!("{caption}\n");
-    plain.push_str(&line(headers.to_vec()));
-    plain.push('\n');
-    for row in rows {
-        plain.push_str(&line(row.iter().map(String::as_str).collect()));
-        plain.push('\n');
-    }
-    let mut html = format!(
-        "<p>{}</p><table><thead><tr>{}</tr></thead><tbody>",
-        escape(caption),
-        headers
+            .map(|title| ferrolab_tables::left(title))
+            .collect(),
+        rows: rows
             .iter()
-            .map(|h| format!("<th>{}</th>", escape(h)))
-            .collect::<String>()
-    );
-    for row in rows {
-        html.push_str("<tr>");
-        for cell in row {
-            html.push_str(&format!(
-                "<td style=\"text-align:left\">{}</td>",
-                escape(cell)
-            ));
-        }
-        html.push_str("</tr>");
+            .map(|row| row.iter().map(|cell| cell.as_str().into()).collect())
+            .collect(),
+        caption: Some(caption.to_owned()),
+        footer: None,
     }
-    html.push_str("</tbody></table>");
-    let mut bundle = MimeBundle::new();
-    bundle.insert(
-        "text/plain".into(),
-        Value::String(plain.trim_end().to_owned()),
-    );
-    bundle.insert("text/html".into(), Value::String(html));
-    bundle
+    .bundle()
 }
 
 fn metrics_text(metrics: &std::collections::BTreeMap<String, f64>) -> String {
@@ -320,7 +268,7 @@ mod tests {
         assert_eq!(human_age(7200.0 + 300.0), "2h 5m ago");
         assert_eq!(utc_time(0.0), "1970-01-01 00:00:00Z");
         let bundle = table(&["a", "bb"], &[vec!["<x>".into(), "y".into()]], "cap");
-        assert_eq!(bundle["text/plain"], "cap\na    bb\n<x>  y");
+        assert_eq!(bundle["text/plain"], "cap\na    bb\n---  --\n<x>  y");
         assert!(bundle["text/html"].as_str().unwrap().contains("&lt;x&gt;"));
     }
 }

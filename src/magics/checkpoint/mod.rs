@@ -26,8 +26,8 @@ pub use runtime::{dep_line, piggyback, write_build_profile};
 pub use state::{CheckpointState, Env};
 
 use super::args;
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
-use crate::kernel::{ExecuteOutcome, StreamName};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
+use crate::kernel::StreamName;
 use clap::{Parser, Subcommand};
 use ferrolab_checkpoint::commit;
 use ferrolab_checkpoint::manifest::Depth;
@@ -163,41 +163,41 @@ enum Command {
     Init,
 }
 
-fn expand(dir: Option<String>) -> Result<Option<String>, MagicError> {
+fn expand(dir: Option<String>) -> Result<Option<String>, ErrorInfo> {
     dir.map(|d| args::expand_path(&d)).transpose()
 }
 
-fn parse_metric(text: &str) -> Result<(String, f64), MagicError> {
+fn parse_metric(text: &str) -> Result<(String, f64), ErrorInfo> {
     let (key, value) = text
         .split_once('=')
-        .ok_or_else(|| MagicError::usage(format!("--metric {text}: expected NAME=NUMBER")))?;
+        .ok_or_else(|| ErrorInfo::usage(format!("--metric {text}: expected NAME=NUMBER")))?;
     let value: f64 = value
         .trim()
         .parse()
-        .map_err(|_| MagicError::usage(format!("--metric {text}: `{value}` is not a number")))?;
+        .map_err(|_| ErrorInfo::usage(format!("--metric {text}: `{value}` is not a number")))?;
     Ok((key.trim().to_owned(), value))
 }
 
-fn parse_direction(text: &str) -> Result<(String, bool), MagicError> {
+fn parse_direction(text: &str) -> Result<(String, bool), ErrorInfo> {
     let (metric, direction) = text
         .rsplit_once(':')
-        .ok_or_else(|| MagicError::usage(format!("`{text}`: expected METRIC:min or METRIC:max")))?;
+        .ok_or_else(|| ErrorInfo::usage(format!("`{text}`: expected METRIC:min or METRIC:max")))?;
     match direction {
         "min" => Ok((metric.to_owned(), true)),
         "max" => Ok((metric.to_owned(), false)),
-        other => Err(MagicError::usage(format!(
+        other => Err(ErrorInfo::usage(format!(
             "`{other}` is neither min nor max (in `{text}`)"
         ))),
     }
 }
 
-fn parse_keep_best(text: &str) -> Result<state::KeepBest, MagicError> {
+fn parse_keep_best(text: &str) -> Result<state::KeepBest, ErrorInfo> {
     let (rest, count) = text.rsplit_once(':').ok_or_else(|| {
-        MagicError::usage(format!("--keep-best {text}: expected METRIC:min|max:K"))
+        ErrorInfo::usage(format!("--keep-best {text}: expected METRIC:min|max:K"))
     })?;
     let count: usize = count
         .parse()
-        .map_err(|_| MagicError::usage(format!("--keep-best {text}: `{count}` is not a count")))?;
+        .map_err(|_| ErrorInfo::usage(format!("--keep-best {text}: `{count}` is not a count")))?;
     let (metric, minimize) = parse_direction(rest)?;
     Ok(state::KeepBest {
         metric,
@@ -206,8 +206,8 @@ fn parse_keep_best(text: &str) -> Result<state::KeepBest, MagicError> {
     })
 }
 
-fn checkpoint_error(message: impl Into<String>) -> MagicError {
-    MagicError::new("CheckpointError", message)
+fn checkpoint_error(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new("CheckpointError", message)
 }
 
 fn checkpoint(call: &mut Call) -> MagicResult {
@@ -222,7 +222,7 @@ fn checkpoint(call: &mut Call) -> MagicResult {
             dir,
         } => {
             if let Some(problem) = name.as_deref().and_then(commit::label_problem) {
-                return Err(MagicError::usage(problem));
+                return Err(ErrorInfo::usage(problem));
             }
             let metrics = metrics
                 .iter()
@@ -291,7 +291,7 @@ fn checkpoint(call: &mut Call) -> MagicResult {
                 Ok(text_result(text))
             } else {
                 let names: Vec<&str> = report.failed.iter().map(|(n, _)| n.as_str()).collect();
-                let mut error = MagicError::new(
+                let mut error = ErrorInfo::new(
                     "RestoreIncomplete",
                     format!(
                         "could not restore {}; the others were restored",
@@ -320,17 +320,17 @@ fn checkpoint(call: &mut Call) -> MagicResult {
                     return Ok(text_result("Auto-checkpointing is off."));
                 }
                 Some(other) => {
-                    return Err(MagicError::usage(format!(
+                    return Err(ErrorInfo::usage(format!(
                         "unexpected `{other}`: use `%checkpoint auto --every 10m` or `%checkpoint auto off`"
                     )));
                 }
                 None => {}
             }
             let every = every.ok_or_else(|| {
-                MagicError::usage("%checkpoint auto needs --every (e.g. --every 10m), or `off`")
+                ErrorInfo::usage("%checkpoint auto needs --every (e.g. --every 10m), or `off`")
             })?;
             let every: Duration = humantime::parse_duration(&every).map_err(|e| {
-                MagicError::usage(format!("--every {every}: {e} (examples: 30s, 10m, 1h)"))
+                ErrorInfo::usage(format!("--every {every}: {e} (examples: 30s, 10m, 1h)"))
             })?;
             let retention = state::Retention {
                 keep,
@@ -444,8 +444,7 @@ fn verify(call: &mut Call, name: Option<String>, dir: Option<String>) -> MagicRe
     let env = call.state.environment();
     let place = call.state.checkpoint.place(dir.as_deref(), &env)?;
     let cell = call.cell;
-    let interrupted =
-        |what: &str| MagicError::new("Interrupted", format!("{what} was interrupted"));
+    let interrupted = |what: &str| ErrorInfo::new("Interrupted", format!("{what} was interrupted"));
     let listed = place.list(Depth::Sizes, &|| cell.is_cancelled());
     if cell.is_cancelled() {
         return Err(interrupted("verifying"));
@@ -462,7 +461,7 @@ fn verify(call: &mut Call, name: Option<String>, dir: Option<String>) -> MagicRe
         None => listed
             .into_iter()
             .next_back()
-            .ok_or_else(|| MagicError::usage(format!("no checkpoints in {}", place.describe())))?,
+            .ok_or_else(|| ErrorInfo::usage(format!("no checkpoints in {}", place.describe())))?,
     };
     let checked = match &target.manifest {
         Err(reason) => Err(reason.clone()),
@@ -495,7 +494,7 @@ fn verify(call: &mut Call, name: Option<String>, dir: Option<String>) -> MagicRe
             listing::human_size(manifest.total_size())
         ))),
         Err(problems) => {
-            let mut error = MagicError::new(
+            let mut error = ErrorInfo::new(
                 "CheckpointInvalid",
                 format!("{} is not valid: {problems}", target.name),
             );
@@ -588,8 +587,4 @@ fn status(call: &mut Call, dir: Option<String>) -> MagicResult {
         }
     }
     Ok(text_result(lines.join("\n")))
-}
-
-fn into_outcome(error: MagicError) -> ExecuteOutcome {
-    ExecuteOutcome::error(&error.ename, error.evalue, error.traceback)
 }

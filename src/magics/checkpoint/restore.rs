@@ -22,15 +22,15 @@ use super::state::CheckpointState;
 use super::trust;
 use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
-use crate::magics::MagicError;
+use crate::magics::ErrorInfo;
 use ferrolab_checkpoint::commit::{self, Listed, Resolution};
 use ferrolab_checkpoint::manifest::Depth;
 use ferrolab_checkpoint::{Manifest, Status, Variable};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-fn error(message: impl Into<String>) -> MagicError {
-    MagicError::new("CheckpointError", message)
+fn error(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new("CheckpointError", message)
 }
 
 /// `best` needs to know which metric and which direction.
@@ -46,7 +46,7 @@ pub fn find(
     listed: Vec<Listed>,
     typed: &str,
     place: &str,
-) -> Result<(Listed, Vec<String>), MagicError> {
+) -> Result<(Listed, Vec<String>), ErrorInfo> {
     let mut warnings = Vec::new();
     let index = match commit::resolve(&listed, typed) {
         Resolution::Found(index) => index,
@@ -79,7 +79,7 @@ pub fn choose(
     which: &str,
     best_by: Option<&BestBy>,
     place: &str,
-) -> Result<(Listed, Vec<String>), MagicError> {
+) -> Result<(Listed, Vec<String>), ErrorInfo> {
     let mut warnings = Vec::new();
     let chosen = match which {
         "latest" => {
@@ -97,7 +97,7 @@ pub fn choose(
         }
         "best" => {
             let by = best_by.ok_or_else(|| {
-                MagicError::usage(
+                ErrorInfo::usage(
                     "`restore best` needs a metric: `%checkpoint restore best --metric loss:min` (or set --keep-best with %checkpoint auto)",
                 )
             })?;
@@ -273,7 +273,7 @@ fn consent(
     origin: &Result<(), String>,
     cell: &CellContext,
     yes: bool,
-) -> Result<(), MagicError> {
+) -> Result<(), ErrorInfo> {
     if plan.is_empty() {
         return Ok(());
     }
@@ -334,7 +334,7 @@ fn run_replay(
     cell: &CellContext,
     plan: Replay,
     report: &mut Report,
-) -> Result<(), MagicError> {
+) -> Result<(), ErrorInfo> {
     if !plan.deps.is_empty() || !state.runtime_loaded {
         if !plan.deps.is_empty() {
             let risky = runtime::at_risk(engine, state);
@@ -421,7 +421,7 @@ fn restore_variables(
     dir: &Path,
     variables: &[&Variable],
     report: &mut Report,
-) -> Result<(), MagicError> {
+) -> Result<(), ErrorInfo> {
     let scratch = tempfile::Builder::new()
         .prefix("ferrolab-restore-")
         .tempdir()
@@ -602,7 +602,7 @@ pub fn restore(
     state: &mut CheckpointState,
     cell: &CellContext,
     request: Request,
-) -> Result<Report, MagicError> {
+) -> Result<Report, ErrorInfo> {
     let place = &request.place;
     let mut notes = Vec::new();
     if let Place::Remote(remote) = place {
@@ -644,7 +644,7 @@ pub fn restore(
             .filter(|n| !manifest.variables.iter().any(|v| &v.name == *n))
             .collect();
         if !unknown.is_empty() {
-            return Err(MagicError::usage(format!(
+            return Err(ErrorInfo::usage(format!(
                 "{} has no variable {}",
                 manifest.name,
                 unknown

@@ -20,7 +20,7 @@ use super::journal;
 use super::state::CheckpointState;
 use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome};
-use crate::magics::MagicError;
+use crate::magics::ErrorInfo;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -113,9 +113,9 @@ fn write_crate() -> std::io::Result<PathBuf> {
 }
 
 /// The `:dep` line that adds the runtime.
-pub fn dep_line() -> Result<String, MagicError> {
+pub fn dep_line() -> Result<String, ErrorInfo> {
     let dir = write_crate().map_err(|e| {
-        MagicError::new(
+        ErrorInfo::new(
             "CheckpointError",
             format!("cannot write the checkpoint runtime crate: {e}"),
         )
@@ -195,7 +195,7 @@ pub fn ensure(
     engine: &Engine,
     state: &mut CheckpointState,
     cell: &CellContext,
-) -> Result<Readiness, MagicError> {
+) -> Result<Readiness, ErrorInfo> {
     if state.runtime_loaded {
         return Ok(Readiness::Loaded);
     }
@@ -209,7 +209,7 @@ pub fn ensure(
             state.runtime_loaded = true;
             Ok(Readiness::Loaded)
         }
-        ExecuteOutcome::Error(error) => Err(MagicError::new(
+        ExecuteOutcome::Error(error) => Err(ErrorInfo::new(
             "CheckpointError",
             format!(
                 "cannot add the checkpoint runtime to the session: {} (it needs serde, serde_json, rmp-serde and sha2 from crates.io, or a cargo cache that has them)",

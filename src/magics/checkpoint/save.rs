@@ -18,7 +18,7 @@ use super::runtime::{self, Readiness};
 use super::state::CheckpointState;
 use crate::engine::Engine;
 use crate::kernel::{CellContext, ExecuteOutcome};
-use crate::magics::MagicError;
+use crate::magics::ErrorInfo;
 use ferrolab_checkpoint::commit::Stage;
 use ferrolab_checkpoint::{Manifest, Status, UserFile};
 use serde_json::json;
@@ -52,8 +52,8 @@ pub fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn error(message: impl Into<String>) -> MagicError {
-    MagicError::new("CheckpointError", message)
+fn error(message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new("CheckpointError", message)
 }
 
 /// The session variables a save covers, in name order.
@@ -61,7 +61,7 @@ pub fn selected_variables(
     engine: &Engine,
     vars: Option<&[String]>,
     exclude: &[String],
-) -> Result<Vec<(String, String)>, MagicError> {
+) -> Result<Vec<(String, String)>, ErrorInfo> {
     let all = engine.variables();
     if let Some(wanted) = vars {
         let missing: Vec<&String> = wanted
@@ -70,7 +70,7 @@ pub fn selected_variables(
             .collect();
         if !missing.is_empty() {
             let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(MagicError::usage(format!(
+            return Err(ErrorInfo::usage(format!(
                 "no variable named {} in the session (defined: {})",
                 missing
                     .iter()
@@ -125,7 +125,7 @@ pub fn run_variables(
     cell: &CellContext,
     stage: Option<&Path>,
     vars: &[(String, String)],
-) -> Result<Manifest, MagicError> {
+) -> Result<Manifest, ErrorInfo> {
     if let Readiness::WouldDrop(risky) = runtime::ensure(engine, state, cell)? {
         let reason = Readiness::why_not(&risky);
         let variables = vars
@@ -150,7 +150,7 @@ pub fn run_variables(
     let report = scratch.path().join("report.json");
     let code = variables_code(stage, &report, vars);
     if let ExecuteOutcome::Error(failure) = engine.execute(&code, 1, cell) {
-        return Err(MagicError {
+        return Err(ErrorInfo {
             ename: failure.ename,
             evalue: format!("the save stopped: {}", failure.evalue),
             traceback: failure.traceback,
@@ -202,41 +202,6 @@ pub fn session_files(state: &CheckpointState) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Kernel, compiler and machine, for restore-time warnings. The parts that
-/// cannot change while the kernel lives (they cost a `rustc -V` and a GPU probe)
-/// are found once; the working directory is read each time.
-pub fn environment() -> BTreeMap<String, String> {
-    static FIXED: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
-    let mut env = FIXED
-        .get_or_init(|| {
-            let mut env = BTreeMap::new();
-            env.insert("ferrolab".into(), env!("CARGO_PKG_VERSION").into());
-            env.insert("evcxr".into(), "0.22".into());
-            if let Some(rustc) = crate::engine::toolchain::rustc_version() {
-                env.insert("rustc".into(), rustc);
-            }
-            env.insert(
-                "target".into(),
-                format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
-            );
-            if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-                env.insert("host".into(), host.trim().to_owned());
-            }
-            // SAFETY: getuid cannot fail.
-            env.insert("uid".into(), unsafe { libc::getuid() }.to_string());
-            let gpus = crate::magics::gpu::gpu_names();
-            if !gpus.is_empty() {
-                env.insert("gpu".into(), gpus.join(", "));
-            }
-            env
-        })
-        .clone();
-    if let Ok(cwd) = std::env::current_dir() {
-        env.insert("cwd".into(), cwd.to_string_lossy().into_owned());
-    }
-    env
-}
-
 /// What `--files NAME` means: the files a glob matches, or the file or
 /// every file under the folder NAME names. A pattern that matches nothing is
 /// an error (a typo must not save an empty checkpoint silently).
@@ -271,7 +236,7 @@ fn expand_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn write_failure(dir: &str, what: &str, e: &std::io::Error) -> MagicError {
+fn write_failure(dir: &str, what: &str, e: &std::io::Error) -> ErrorInfo {
     let hint = match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
             " The disk is full: free space, or save elsewhere with --dir."
@@ -289,7 +254,7 @@ pub fn save(
     state: &mut CheckpointState,
     cell: &CellContext,
     request: Request,
-) -> Result<Saved, MagicError> {
+) -> Result<Saved, ErrorInfo> {
     let started = Instant::now();
     let place = &request.place;
     let shown_place = place.describe();
@@ -297,7 +262,7 @@ pub fn save(
     let mut user_files: Vec<(String, PathBuf)> = Vec::new();
     for named in &request.files {
         let found = expand_argument(named)
-            .map_err(|e| MagicError::usage(format!("--files {named}: {e}; nothing was saved")))?;
+            .map_err(|e| ErrorInfo::usage(format!("--files {named}: {e}; nothing was saved")))?;
         for file in found {
             user_files.push((ferrolab_checkpoint::manifest::restore_name(&file), file));
         }
@@ -354,7 +319,7 @@ pub fn save(
             stored,
         });
     }
-    manifest.environment = environment();
+    manifest.environment = state.kernel_environment.manifest_entries();
     manifest.created_unix = now_unix();
     let committed = stage
         .commit(&mut manifest, request.label.as_deref())

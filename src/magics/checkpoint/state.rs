@@ -4,7 +4,7 @@
 
 use super::journal::Entry;
 use super::place::Place;
-use crate::magics::MagicError;
+use crate::magics::ErrorInfo;
 use std::time::Duration;
 
 /// The environment the notebook's commands see (`%env` applied): where
@@ -55,6 +55,8 @@ pub struct CheckpointState {
     pub state_env_set: bool,
     /// Where this kernel last saved (what a lost-state message looks at).
     pub last_place: Option<String>,
+    /// The kernel's probed facts, recorded in every manifest.
+    pub kernel_environment: std::sync::Arc<crate::kernel_environment::KernelEnvironment>,
 }
 
 impl CheckpointState {
@@ -74,8 +76,8 @@ impl CheckpointState {
 
     /// [`destination`](Self::destination) as a [`Place`] (a folder made
     /// absolute against the current directory, or object storage).
-    pub fn place(&self, explicit: Option<&str>, env: &Env) -> Result<Place, MagicError> {
+    pub fn place(&self, explicit: Option<&str>, env: &Env) -> Result<Place, ErrorInfo> {
         Place::parse(&self.destination(explicit, env), env)
-            .map_err(|e| MagicError::new("CheckpointError", e))
+            .map_err(|e| ErrorInfo::new("CheckpointError", e))
     }
 }

@@ -10,7 +10,7 @@
 use super::Ctx;
 use super::args::{Config, Login};
 use crate::kernel::InputError;
-use crate::magics::{MagicError, MagicResult};
+use crate::magics::{ErrorInfo, MagicResult};
 use ferrolab_kaggle::client::{COMPETITIONS, SECURITY};
 use ferrolab_kaggle::config::{self, SETTINGS};
 use ferrolab_kaggle::credentials::{self, Auth};
@@ -19,20 +19,20 @@ use ferrolab_kaggle::refs;
 use ferrolab_secrets::shown_value;
 use serde_json::{Value, json};
 
-fn ask(ctx: &Ctx, prompt: &str, password: bool) -> Result<String, MagicError> {
+fn ask(ctx: &Ctx, prompt: &str, password: bool) -> Result<String, ErrorInfo> {
     if !ctx.cell.allows_input() {
-        return Err(MagicError::usage(
+        return Err(ErrorInfo::usage(
             "This frontend cannot ask for input: use `%kaggle login --username USER --key KEY` \
              (or `--token KGAT_...`), or `%env KAGGLE_API_TOKEN=KGAT_...`",
         ));
     }
     match ctx.cell.input(prompt, password) {
         Ok(answer) => Ok(answer.trim().to_owned()),
-        Err(InputError::Interrupted) => Err(MagicError::new(
+        Err(InputError::Interrupted) => Err(ErrorInfo::new(
             "Interrupted",
             "login cancelled; nothing was saved",
         )),
-        Err(error) => Err(MagicError::new(
+        Err(error) => Err(ErrorInfo::new(
             "KaggleError",
             format!("cannot ask for the credentials: {error}"),
         )),
@@ -44,11 +44,11 @@ pub fn login(ctx: &mut Ctx, login: Login) -> MagicResult {
     if let Some(token) = login.token {
         let token = token.trim();
         if token.is_empty() {
-            return Err(MagicError::usage("--token needs the token's value"));
+            return Err(ErrorInfo::usage("--token needs the token's value"));
         }
         let path = dir.join("access_token");
         config::write_private(&path, format!("{token}\n").as_bytes())
-            .map_err(|problem| MagicError::new("KaggleIOError", problem))?;
+            .map_err(|problem| ErrorInfo::new("KaggleIOError", problem))?;
         ctx.say(&format!(
             "Saved the access token to {} (mode 0600).",
             path.display()
@@ -61,7 +61,7 @@ pub fn login(ctx: &mut Ctx, login: Login) -> MagicResult {
         None => ask(ctx, "Kaggle username: ", false)?,
     };
     if username.is_empty() {
-        return Err(MagicError::usage("no username given; nothing was saved"));
+        return Err(ErrorInfo::usage("no username given; nothing was saved"));
     }
     let key = match login.key {
         Some(key) => key.trim().to_owned(),
@@ -72,7 +72,7 @@ pub fn login(ctx: &mut Ctx, login: Login) -> MagicResult {
         )?,
     };
     if key.is_empty() {
-        return Err(MagicError::usage("no key given; nothing was saved"));
+        return Err(ErrorInfo::usage("no key given; nothing was saved"));
     }
     // Scrub it from anything printed from now on.
     ctx_secret(ctx, &username, &key);
@@ -81,7 +81,7 @@ pub fn login(ctx: &mut Ctx, login: Login) -> MagicResult {
         .insert("username".into(), Value::String(username.clone()));
     file.values.insert("key".into(), Value::String(key));
     let path = config::write_config(&dir, &file.values)
-        .map_err(|problem| MagicError::new("KaggleIOError", problem))?;
+        .map_err(|problem| ErrorInfo::new("KaggleIOError", problem))?;
     ctx.say(&format!(
         "Saved the Kaggle credentials of {username} to {} (mode 0600).",
         path.display()
@@ -135,7 +135,7 @@ pub fn whoami(ctx: &mut Ctx) -> MagicResult {
                 )
                 .map_err(|error| ctx.explain(error, &target))?;
             if answer.get("active").and_then(Value::as_bool) != Some(true) {
-                return Err(MagicError::new(
+                return Err(ErrorInfo::new(
                     "KaggleAuthError",
                     format!(
                         "The token from {} is not active (expired or revoked). Create a new one at https://www.kaggle.com/settings and run `%kaggle login --token ...`.",
@@ -216,16 +216,16 @@ pub fn config(ctx: &mut Ctx, command: Config) -> MagicResult {
         Config::Set { name, value } => {
             let name = name.trim().to_ascii_lowercase();
             let value = match name.as_str() {
-                "competition" => refs::competition(&value).map_err(MagicError::usage)?,
+                "competition" => refs::competition(&value).map_err(ErrorInfo::usage)?,
                 "path" => ctx.resolve(&value)?.display().to_string(),
                 "proxy" => value.trim().to_owned(),
                 "username" | "key" => {
-                    return Err(MagicError::usage(
+                    return Err(ErrorInfo::usage(
                         "Credentials are set with `%kaggle login`, not `config set`",
                     ));
                 }
                 other => {
-                    return Err(MagicError::usage(format!(
+                    return Err(ErrorInfo::usage(format!(
                         "`{other}` is not a setting: use one of {}",
                         SETTINGS.join(", ")
                     )));
@@ -234,7 +234,7 @@ pub fn config(ctx: &mut Ctx, command: Config) -> MagicResult {
             file.values
                 .insert(name.clone(), Value::String(value.clone()));
             config::write_config(&dir, &file.values)
-                .map_err(|problem| MagicError::new("KaggleIOError", problem))?;
+                .map_err(|problem| ErrorInfo::new("KaggleIOError", problem))?;
             ctx.say(&format!(
                 "- {name} is now set to: {}",
                 shown_value(&name, &value)
@@ -243,14 +243,14 @@ pub fn config(ctx: &mut Ctx, command: Config) -> MagicResult {
         Config::Unset { name } => {
             let name = name.trim().to_ascii_lowercase();
             if !SETTINGS.contains(&name.as_str()) {
-                return Err(MagicError::usage(format!(
+                return Err(ErrorInfo::usage(format!(
                     "`{name}` is not a setting: use one of {}",
                     SETTINGS.join(", ")
                 )));
             }
             if file.values.remove(&name).is_some() {
                 config::write_config(&dir, &file.values)
-                    .map_err(|problem| MagicError::new("KaggleIOError", problem))?;
+                    .map_err(|problem| ErrorInfo::new("KaggleIOError", problem))?;
                 ctx.say(&format!("- {name} is now unset"));
             } else {
                 ctx.say(&format!("- {name} was not set"));

@@ -5,7 +5,7 @@
 
 use super::args::Competitions;
 use super::{Ctx, Get, file_dir, get};
-use crate::magics::{MagicError, MagicResult, text_result};
+use crate::magics::{ErrorInfo, MagicResult, text_result};
 use ferrolab_kaggle::client::{Api, COMPETITIONS, as_u64};
 use ferrolab_kaggle::download::Naming;
 use ferrolab_kaggle::errors::{KaggleError, Target};
@@ -56,7 +56,7 @@ pub fn run(ctx: &mut Ctx, command: Competitions) -> MagicResult {
             quiet,
         } => {
             if !show && !download {
-                return Err(MagicError::usage(
+                return Err(ErrorInfo::usage(
                     "Either --show or --download must be specified",
                 ));
             }
@@ -66,7 +66,7 @@ pub fn run(ctx: &mut Ctx, command: Competitions) -> MagicResult {
     }
 }
 
-fn api(ctx: &mut Ctx, target: &Target) -> Result<Api, MagicError> {
+fn api(ctx: &mut Ctx, target: &Target) -> Result<Api, ErrorInfo> {
     ctx.api(false).map_err(|error| ctx.explain(error, target))
 }
 
@@ -121,6 +121,7 @@ fn list(ctx: &mut Ctx, search: String, page: u32) -> MagicResult {
     let more = !tables::text(&answer, "nextPageToken").is_empty();
     Ok(Some(
         Table {
+            caption: None,
             columns: vec![
                 left("competition"),
                 left("deadline (UTC)"),
@@ -190,6 +191,7 @@ pub fn files_table(files: &[Value]) -> Option<crate::protocol::content::MimeBund
         .collect();
     Some(
         Table {
+            caption: None,
             columns: vec![left("name"), right("size"), left("created (UTC)")],
             rows,
             footer: Some(format!(
@@ -277,7 +279,7 @@ fn submit(
 ) -> MagicResult {
     let path = ctx.resolve(file)?;
     let bytes = std::fs::read(&path).map_err(|error| {
-        MagicError::new(
+        ErrorInfo::new(
             "FileNotFoundError",
             format!(
                 "cannot read the submission file {}: {error}",
@@ -407,7 +409,7 @@ fn wait_for_score(
             }
             "ERROR" => {
                 let why = tables::text(&submission, "errorDescription");
-                return Err(MagicError::new(
+                return Err(ErrorInfo::new(
                     "KaggleSubmissionError",
                     format!(
                         "Submission {reference} to {slug} failed: {}",
@@ -440,7 +442,7 @@ fn wait_for_score(
             }
         }
         if !api.cancel.sleep(poll) {
-            return Err(MagicError::new(
+            return Err(ErrorInfo::new(
                 "Interrupted",
                 format!("Stopped waiting; submission {reference} goes on being scored on Kaggle."),
             ));
@@ -497,6 +499,7 @@ fn submissions(ctx: &mut Ctx, slug: &str) -> MagicResult {
         .collect();
     Ok(Some(
         Table {
+            caption: None,
             columns,
             rows,
             footer: None,
@@ -562,6 +565,7 @@ fn leaderboard(
         .collect();
     Ok(Some(
         Table {
+            caption: None,
             columns: vec![
                 right("#"),
                 right("teamId"),

@@ -6,7 +6,7 @@
 use super::args::Datasets;
 use super::competitions::{all_pages, files_table};
 use super::{Ctx, Get, file_dir, get};
-use crate::magics::{MagicError, MagicResult, text_result};
+use crate::magics::{ErrorInfo, MagicResult, text_result};
 use ferrolab_kaggle::client::{Api, DATASETS};
 use ferrolab_kaggle::download::Naming;
 use ferrolab_kaggle::errors::{KaggleError, Target};
@@ -46,16 +46,16 @@ pub fn run(ctx: &mut Ctx, command: Datasets) -> MagicResult {
     }
 }
 
-fn parse(given: Option<&str>) -> Result<Dataset, MagicError> {
+fn parse(given: Option<&str>) -> Result<Dataset, ErrorInfo> {
     let given = given.ok_or_else(|| {
-        MagicError::usage(
+        ErrorInfo::usage(
             "No dataset specified: add OWNER/SLUG (or -d OWNER/SLUG, or the dataset's URL)",
         )
     })?;
-    refs::dataset(given).map_err(MagicError::usage)
+    refs::dataset(given).map_err(ErrorInfo::usage)
 }
 
-fn api(ctx: &mut Ctx, target: &Target, anonymous: bool) -> Result<Api, MagicError> {
+fn api(ctx: &mut Ctx, target: &Target, anonymous: bool) -> Result<Api, ErrorInfo> {
     ctx.api(anonymous)
         .map_err(|error| ctx.explain(error, target))
 }
@@ -122,6 +122,7 @@ fn list(ctx: &mut Ctx, search: String, user: Option<String>, mine: bool, page: u
     let more = !tables::text(&answer, "nextPageToken").is_empty();
     Ok(Some(
         Table {
+            caption: None,
             columns: vec![
                 left("dataset"),
                 left("title"),

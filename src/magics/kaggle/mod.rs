@@ -18,7 +18,7 @@ mod competitions;
 mod datasets;
 mod progress;
 
-use super::{Call, Kind, Magic, MagicError, MagicResult, text_result};
+use super::{Call, ErrorInfo, Kind, Magic, MagicResult, text_result};
 use crate::kernel::{CellContext, StreamName};
 use crate::protocol::content::MimeBundle;
 use ferrolab_kaggle::client::{Api, Cancel};
@@ -161,13 +161,13 @@ impl<'a> Ctx<'a> {
         Api::new(&self.env, auth, self.cancel())
     }
 
-    pub fn explain(&self, error: KaggleError, target: &Target) -> MagicError {
+    pub fn explain(&self, error: KaggleError, target: &Target) -> ErrorInfo {
         let explained = errors::explain(error, target, &self.auth);
-        MagicError::new(explained.ename, explained.message)
+        ErrorInfo::new(explained.ename, explained.message)
     }
 
     /// A path typed by the user: `~` and `$VAR` expanded, relative to the cwd.
-    pub fn resolve(&self, text: &str) -> Result<PathBuf, MagicError> {
+    pub fn resolve(&self, text: &str) -> Result<PathBuf, ErrorInfo> {
         let expanded = super::args::expand_path(text)?;
         let path = PathBuf::from(expanded);
         Ok(if path.is_absolute() {
@@ -177,26 +177,26 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    pub fn config(&self) -> Result<config::ConfigFile, MagicError> {
+    pub fn config(&self) -> Result<config::ConfigFile, ErrorInfo> {
         config::read_config(&config::config_dir(&self.env))
-            .map_err(|problem| MagicError::new("KaggleConfigError", problem))
+            .map_err(|problem| ErrorInfo::new("KaggleConfigError", problem))
     }
 
     /// The competition from the arguments, else the configured default.
-    pub fn competition(&self, given: Option<&str>, quiet: bool) -> Result<String, MagicError> {
+    pub fn competition(&self, given: Option<&str>, quiet: bool) -> Result<String, ErrorInfo> {
         if let Some(given) = given {
-            return refs::competition(given).map_err(MagicError::usage);
+            return refs::competition(given).map_err(ErrorInfo::usage);
         }
         let file = self.config()?;
         match config::setting(&self.env, &file, "competition") {
             Some((value, _)) => {
-                let slug = refs::competition(&value).map_err(MagicError::usage)?;
+                let slug = refs::competition(&value).map_err(ErrorInfo::usage)?;
                 if !quiet {
                     self.say(&format!("Using competition: {slug}"));
                 }
                 Ok(slug)
             }
-            None => Err(MagicError::usage(
+            None => Err(ErrorInfo::usage(
                 "No competition specified: add `-c NAME` (or the competition's URL), or set a default with `%kaggle config set -n competition -v NAME`",
             )),
         }
@@ -209,7 +209,7 @@ impl<'a> Ctx<'a> {
         path: Option<&str>,
         wp: bool,
         under_config: &[&str],
-    ) -> Result<PathBuf, MagicError> {
+    ) -> Result<PathBuf, ErrorInfo> {
         if let Some(path) = path {
             return self.resolve(path);
         }
@@ -238,8 +238,8 @@ impl<'a> Ctx<'a> {
         bundle
     }
 
-    fn scrub_error(&self, error: MagicError) -> MagicError {
-        MagicError {
+    fn scrub_error(&self, error: ErrorInfo) -> ErrorInfo {
+        ErrorInfo {
             ename: error.ename,
             evalue: scrub::scrub(&error.evalue, &self.secrets),
             traceback: error
@@ -253,13 +253,13 @@ impl<'a> Ctx<'a> {
 
 /// The directory a `-f` file lands in: the folder part of its name under
 /// `dir` (as the official CLI does), refused if it would leave `dir`.
-pub fn file_dir(dir: &Path, file: &str) -> Result<PathBuf, MagicError> {
+pub fn file_dir(dir: &Path, file: &str) -> Result<PathBuf, ErrorInfo> {
     let path = Path::new(file);
     if !path
         .components()
         .all(|component| matches!(component, Component::Normal(_)))
     {
-        return Err(MagicError::usage(format!(
+        return Err(ErrorInfo::usage(format!(
             "`{file}` is not a file name inside the competition or dataset"
         )));
     }
@@ -380,7 +380,7 @@ fn kaggle(call: &mut Call) -> MagicResult {
     let cli = match args::parse(&words) {
         Ok(cli) => cli,
         Err(Ok(help)) => return Ok(text_result(help)),
-        Err(Err(usage)) => return Err(MagicError::usage(format!("%kaggle: {usage}"))),
+        Err(Err(usage)) => return Err(ErrorInfo::usage(format!("%kaggle: {usage}"))),
     };
     let env = Env::new(call.state.environment());
     let mut ctx = Ctx::new(call.cell, env);

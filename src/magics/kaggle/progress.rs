@@ -192,7 +192,7 @@ mod tests {
         let (plain, html) = render("train.csv", 5_000_000, Some(20_000_000), 1_000_000.0);
         assert!(plain.starts_with("train.csv [██████░░░"), "{plain}");
         assert!(
-            plain.contains(" 25% 5.0 MB / 20 MB  1.0 MB/s  ETA 15s"),
+            plain.contains(" 25% 5.0 MB / 20.0 MB  1.0 MB/s  ETA 15s"),
             "{plain}"
         );
         assert!(html.contains("<progress value=\"25\""), "{html}");

@@ -36,7 +36,7 @@ pub fn group_blocked_reading_pipe(pgid: u32, inode: u64) -> bool {
             .to_string_lossy()
             .parse::<u32>()
             .ok()
-            .and_then(crate::process_tree::state_and_group)
+            .and_then(crate::os::process_tree::state_and_group)
             .map(|(_, group)| group)
             == Some(pgid)
             && std::fs::read_link(path.join("fd/0"))

@@ -1,4 +1,5 @@
-//! Thin, checked wrappers over the few POSIX calls the relay needs.
+//! Thin, checked wrappers over the few POSIX file-descriptor calls ferrolab
+//! makes (the relay's pipes, the build log's and the logger's copy of stderr).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -59,6 +59,17 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Sends `signal` to every process of group `pgid`; false when none is left
+/// (or the group is not ours to signal).
+pub fn signal_group(pgid: u32, signal: libc::c_int) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with a negative pid signals that group and nothing else;
+    // pgid > 0 here, so never "every process" (-1) or our own group (0).
+    pgid > 0 && unsafe { libc::kill(-pgid, signal) } == 0
+}
+
 /// True while some process of group `pgid` is alive. Zombies do not count:
 /// orphans reparented to an init that does not reap them must not look alive.
 pub fn group_alive(pgid: u32) -> bool {

@@ -231,7 +231,7 @@ pub fn end_all(timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process_tree::{group_alive, state_and_group};
+    use crate::os::process_tree::{group_alive, state_and_group};
     use std::time::Instant;
 
     #[test]
