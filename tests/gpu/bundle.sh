@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds, on a machine with network, a self-contained bundle for a GPU machine
 # that has none and no Rust: the ferrolab binary, a minimal Rust toolchain
-# (rustc, cargo, rust-std, rust-src), the crates notebooks/gpu.ipynb needs
-# (vendored), the Python wheels for a headless notebook run (Python 3.12), the
-# notebook and tests/gpu/run_offline.sh. The bundle is a .tar.xz split into
-# parts of at most 60 MiB.
+# (rustc, cargo, rust-std, rust-src), the crates notebooks/gpu.ipynb and
+# notebooks/kaggle_train.ipynb need (vendored, candle with its cuda feature;
+# crates for other operating systems are emptied), the Python wheels for a
+# headless notebook run (Python 3.12), both notebooks, the fake Kaggle server and
+# the training run's checks (tests/gpu/train_on_gpu.py), and
+# tests/gpu/run_offline.sh. The bundle is a .tar.xz split into parts of at most
+# 60 MiB.
 #
 # Usage: tests/gpu/bundle.sh [OUT_DIR]      (default: tests/gpu/dist, ignored by git)
 # Then copy OUT_DIR to the GPU machine and run: OUT_DIR/run_offline.sh OUT_DIR
@@ -14,7 +17,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${1:-$ROOT/tests/gpu/dist}"
 PART_SIZE=60M
 PYTHON_VERSION="${BUNDLE_PYTHON_VERSION:-3.12}"
-CUDARC='cudarc = { version = "0.19", features = ["cuda-version-from-build-system", "fallback-latest"] }'
+# What the notebooks' :dep lines ask for (gpu.ipynb; kaggle_train.ipynb as
+# tests/gpu/train_on_gpu.py makes it for CUDA), and ferrolab's checkpoint runtime.
+PROBE_DEPENDENCIES='cudarc = { version = "0.19", features = ["cuda-version-from-build-system", "fallback-latest"] }
+candle-core = { version = "0.11", features = ["cuda"] }
+candle-nn = { version = "0.11", features = ["cuda"] }
+csv = "1"
+plotters = { version = "0.3", default-features = false, features = ["svg_backend", "line_series"] }'
+# Crates compiled only for other operating systems or for wasm: kept as empty
+# packages (manifest only) so that the lock file still resolves.
+FOREIGN_CRATES='^(windows|winapi|web-sys|js-sys|wasm-bindgen|wasip|wasi$|redox|libredox|hermit)'
 WHEELS=(
   jupyter_client==8.6.3 jupyter_core==5.8.1 nbclient==0.10.2 nbformat==5.10.4 traitlets==5.14.3
   pyzmq==27.1.0 tornado==6.5.2 platformdirs==4.5.0 fastjsonschema==2.21.2 jsonschema==4.25.1
@@ -54,12 +66,34 @@ cp "$SYSROOT/lib/rustlib/$HOST/bin/gcc-ld/ld.lld" "$T/lib/rustlib/$HOST/bin/gcc-
 cp -r "$SYSROOT/lib/rustlib/src/rust/library" "$T/lib/rustlib/src/rust/"
 "$T/bin/rustc" --version > "$B/toolchain-version.txt"
 
-step "Vendoring the crates notebooks/gpu.ipynb uses"
+step "Vendoring the crates the notebooks use"
 PROBE="$STAGE/probe"
 mkdir -p "$PROBE/src"
-printf '[package]\nname = "probe"\nversion = "0.0.0"\nedition = "2024"\n\n[dependencies]\n%s\n' "$CUDARC" > "$PROBE/Cargo.toml"
+printf '[package]\nname = "probe"\nversion = "0.0.0"\nedition = "2024"\n\n[dependencies]\n%s\nferrolab-checkpoint = { path = "%s" }\n' \
+  "$PROBE_DEPENDENCIES" "$ROOT/crates/checkpoint" > "$PROBE/Cargo.toml"
 echo 'fn main() {}' > "$PROBE/src/main.rs"
 (cd "$PROBE" && cargo vendor --quiet "$B/vendor" > /dev/null)
+python3 - "$B/vendor" "$FOREIGN_CRATES" <<'PY'
+import json, re, shutil, sys
+from pathlib import Path
+vendor, pattern = Path(sys.argv[1]), re.compile(sys.argv[2])
+for crate in sorted(vendor.iterdir()):
+    if not pattern.match(crate.name):
+        continue
+    checksum = json.loads((crate / ".cargo-checksum.json").read_text())
+    for entry in crate.iterdir():
+        if entry.name != "Cargo.toml":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    (crate / "src").mkdir()
+    (crate / "src" / "lib.rs").write_text("")
+    (crate / ".cargo-checksum.json").write_text(json.dumps({"files": {}, "package": checksum.get("package")}))
+PY
+# The emptied crates must not be needed here: the probe resolves offline from the vendor directory alone.
+mkdir -p "$PROBE/.cargo"
+printf '[source.crates-io]\nreplace-with = "vendored"\n\n[source.vendored]\ndirectory = "%s"\n' "$B/vendor" > "$PROBE/.cargo/config.toml"
+(cd "$PROBE" && cargo tree --offline --quiet --target x86_64-unknown-linux-gnu > /dev/null) ||
+  fail "the vendored crates do not resolve offline"
+du -sh "$B/vendor" | sed 's/^/    vendor: /'
 
 step "Downloading Python wheels for Python $PYTHON_VERSION"
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
@@ -68,7 +102,9 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "
   -d "$B/wheels" "${WHEELS[@]}"
 
 step "Adding the notebook, its runner and run_offline.sh"
-cp "$ROOT/notebooks/gpu.ipynb" "$ROOT/tests/tools/run_notebook.py" "$ROOT/tests/gpu/summarize.py" "$B/"
+cp "$ROOT/notebooks/gpu.ipynb" "$ROOT/notebooks/kaggle_train.ipynb" "$ROOT/tests/tools/run_notebook.py" \
+  "$ROOT/tests/gpu/summarize.py" "$ROOT/tests/gpu/train_on_gpu.py" "$ROOT/tests/python/fake_kaggle.py" \
+  "$ROOT/tests/python/test_train_notebook.py" "$B/"
 cp "$ROOT/tests/gpu/run_offline.sh" "$B/"
 
 step "Compressing and splitting into parts of at most $PART_SIZE"
