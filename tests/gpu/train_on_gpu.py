@@ -68,7 +68,7 @@ DEP_LINES = {
 def make_variant(source: Path, target: Path, cuda: bool) -> None:
     """Writes the notebook variant: cuda features (when `cuda`), the device check and
     the epoch timing cell. Fails if the notebook no longer has the cells it edits."""
-    notebook = nbformat.read(source, as_version=4)
+    notebook = nbformat.read(str(source), as_version=4)
     cells = notebook.cells
     deps = [c for c in cells if c.cell_type == "code" and ":dep candle-core" in c.source]
     assert len(deps) == 1, "kaggle_train.ipynb has no single :dep candle-core cell"
@@ -83,7 +83,7 @@ def make_variant(source: Path, target: Path, cuda: bool) -> None:
     check = nbformat.v4.new_code_cell(DEVICE_CHECK.format(expected=expected, on_cuda=str(cuda).lower()))
     cells.insert(loads[0] + 1, check)
     cells.append(nbformat.v4.new_code_cell(EPOCH_TIMES))
-    nbformat.write(notebook, target)
+    nbformat.write(notebook, str(target))
 
 
 def text_of_cells(cells) -> str:
@@ -130,9 +130,10 @@ def main() -> int:
                 f" {after[-1][3]:.1%} after resuming at epoch {after[0][0]} | test score {score}"
                 f" | epoch time: {times[1]} | notebook {time.monotonic() - started:.0f} s")
         status = 0
-    except AssertionError as failure:
+    except Exception as failure:  # noqa: BLE001 - any failure is reported in the summary line
+        traceback.print_exc()
         detail = str(failure).strip().splitlines()
-        line = f"FAILED | {detail[-1] if detail else traceback.format_exc().splitlines()[-1]}"
+        line = f"FAILED | {type(failure).__name__}: {detail[-1] if detail else 'no message'}"
         status = 1
     finally:
         server.stop()

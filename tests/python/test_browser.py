@@ -94,6 +94,44 @@ def cell_output(page, index):
     return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-OutputArea")
 
 
+class SubshellCreation:
+    """Watches the page's kernel websockets for a finished `create_subshell_request`.
+
+    JupyterLab's subshell console sends what is typed into it on the main shell until
+    its create_subshell_request is done (the reply and the kernel's idle status for it
+    have both arrived; only then does it add the subshell's id to every request): a
+    command typed before that waits behind the notebook's running cell. A person sees
+    the console connect; the test waits for those two messages themselves."""
+
+    IDLE = re.compile(rb'"execution_state":\s*"idle"')
+    PARENT = re.compile(rb'"msg_type":\s*"create_subshell_request"')
+
+    def __init__(self, page):
+        self.seen = {}  # websocket -> {"reply", "idle"}
+        page.on("websocket", self._watch)
+
+    def _watch(self, socket):
+        if "/channels" in socket.url:
+            self.seen[socket] = set()
+            socket.on("framereceived", lambda payload: self._frame(socket, payload))
+
+    def _frame(self, socket, payload):
+        data = payload if isinstance(payload, (bytes, bytearray)) else payload.encode()
+        if b"create_subshell_reply" in data:
+            self.seen[socket].add("reply")
+        elif self.IDLE.search(data) and self.PARENT.search(data):
+            self.seen[socket].add("idle")
+
+    def done(self):
+        return any(seen == {"reply", "idle"} for seen in self.seen.values())
+
+    def wait(self, page):
+        deadline = time.monotonic() + STEP_TIMEOUT_MS / 1000
+        while not self.done():
+            assert time.monotonic() < deadline, "the console's create_subshell_request never finished"
+            page.wait_for_timeout(50)  # lets Playwright deliver the websocket events
+
+
 def wait_idle(page):
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=STEP_TIMEOUT_MS)
 
@@ -111,6 +149,7 @@ def test_jupyterlab_round_trip(lab):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(STEP_TIMEOUT_MS)
         steps = Steps(page)
+        subshells = SubshellCreation(page)
         try:
             page.goto(f"{lab['url']}/lab?token={lab['token']}")
             card = page.locator(".jp-LauncherCard[title='Rust (ferrolab)']").first
@@ -184,6 +223,7 @@ def test_jupyterlab_round_trip(lab):
             page.locator(".lm-CommandPalette-item", has_text="New Subshell Console for Notebook").first.click()
             prompt = page.locator(".jp-CodeConsole-promptCell .cm-content")
             prompt.wait_for()
+            subshells.wait(page)
             prompt.click()
             page.keyboard.insert_text("%pwd")
             page.keyboard.press("Shift+Enter")
