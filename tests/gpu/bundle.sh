@@ -72,7 +72,12 @@ mkdir -p "$PROBE/src"
 printf '[package]\nname = "probe"\nversion = "0.0.0"\nedition = "2024"\n\n[dependencies]\n%s\nferrolab-checkpoint = { path = "%s" }\n' \
   "$PROBE_DEPENDENCIES" "$ROOT/crates/checkpoint" > "$PROBE/Cargo.toml"
 echo 'fn main() {}' > "$PROBE/src/main.rs"
-(cd "$PROBE" && cargo vendor --quiet "$B/vendor" > /dev/null)
+# With the standard library's own dependencies: rust-analyzer (evcxr's type inference
+# for every `let`) loads the sysroot with `cargo metadata` on its library workspace,
+# and offline that resolves only from the vendor directory. Vendored from the
+# bundle's copy of rust-src, so the toolchain's own lock file is never touched.
+LIBRARY="$T/lib/rustlib/src/rust/library"
+(cd "$PROBE" && RUSTC_BOOTSTRAP=1 cargo vendor --quiet --sync "$LIBRARY/Cargo.toml" "$B/vendor" > /dev/null)
 python3 - "$B/vendor" "$FOREIGN_CRATES" <<'PY'
 import json, re, shutil, sys
 from pathlib import Path
@@ -93,6 +98,9 @@ mkdir -p "$PROBE/.cargo"
 printf '[source.crates-io]\nreplace-with = "vendored"\n\n[source.vendored]\ndirectory = "%s"\n' "$B/vendor" > "$PROBE/.cargo/config.toml"
 (cd "$PROBE" && cargo tree --offline --quiet --target x86_64-unknown-linux-gnu > /dev/null) ||
   fail "the vendored crates do not resolve offline"
+(cd "$PROBE" && RUSTC_BOOTSTRAP=1 cargo metadata --offline --format-version 1 \
+  --manifest-path "$LIBRARY/Cargo.toml" > /dev/null) ||
+  fail "the standard library's workspace does not resolve offline (rust-analyzer needs it)"
 du -sh "$B/vendor" | sed 's/^/    vendor: /'
 
 step "Downloading Python wheels for Python $PYTHON_VERSION"
