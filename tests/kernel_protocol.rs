@@ -25,18 +25,23 @@ struct TestKernel {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `count` distinct free ports: every listener is held until all are chosen
+/// (a port released at once can be handed out again by the next bind, and
+/// two sockets on one port would stop the kernel from starting).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect()
 }
 
 impl TestKernel {
     async fn start(key: &str) -> TestKernel {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let ports = free_ports(5);
         let connection = json!({
             "transport": "tcp", "ip": "127.0.0.1", "key": key, "signature_scheme": "hmac-sha256",
             "shell_port": ports[0], "iopub_port": ports[1], "stdin_port": ports[2],
