@@ -21,6 +21,7 @@ train.summary.txt (one line); exit status 0 only when every check passed.
 
 import argparse
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -86,15 +87,6 @@ def make_variant(source: Path, target: Path, cuda: bool) -> None:
     nbformat.write(notebook, str(target))
 
 
-def text_of_cells(cells) -> str:
-    parts = []
-    for cell in cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", ""))
-            parts.append(output.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -105,7 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(args.tests))
     from fake_kaggle import FakeKaggle
-    from test_train_notebook import check_training_run, run_training
+    from test_train_notebook import check_training_run, run_training, text_of
 
     cuda = not args.rehearse
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +112,7 @@ def main() -> int:
     try:
         cells = run_training(variant, workdir, server, runner=args.runner)
         before, after = check_training_run(cells, workdir / "data", server.submissions.get("digits", []))
-        text = text_of_cells(cells)
+        text = "\n".join(text_of(cell) for cell in cells)
         device = re.search(r"^device: (.+)$", text, re.M)
         assert device, "the device check printed nothing"
         times = re.search(r"^epoch time: (.+)$", text, re.M)
@@ -139,6 +131,7 @@ def main() -> int:
         server.stop()
         if executed.exists():
             (args.out / f"kaggle_train.{kind}.executed.ipynb").write_bytes(executed.read_bytes())
+        shutil.rmtree(workdir, ignore_errors=True)
     summary_path.write_text(line + "\n")
     print(line)
     return status
