@@ -17,6 +17,7 @@ pub mod magics;
 pub mod os;
 pub mod paths;
 pub mod protocol;
+pub mod spare;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,13 +26,24 @@ use std::sync::Arc;
 /// Must be called before the process starts any thread (it sets environment
 /// variables).
 pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<()> {
-    kernel::serve(connection_file, prepare_interpreter(kernel_name))
+    let router = prepare_router(kernel_name);
+    if spare::Settings::from_env().enabled {
+        // The next start (a restart, another notebook) adopts a warm spare.
+        let name = kernel_name.to_owned();
+        router.when_engine_idle(Box::new(move || spare::keeper::spawn_detached(&name)));
+    }
+    kernel::serve(connection_file, router)
 }
 
 /// Sets up the process for a kernel (cargo on PATH, logging, the session
 /// directory and evcxr's temporary directory) and returns its interpreter.
 /// Must be called before the process starts any thread.
 pub(crate) fn prepare_interpreter(kernel_name: &str) -> Arc<dyn kernel::Interpreter> {
+    prepare_router(kernel_name)
+}
+
+/// [`prepare_interpreter`], as the router itself.
+pub(crate) fn prepare_router(kernel_name: &str) -> Arc<cells::Router> {
     engine::toolchain::ensure_cargo_on_path();
     logging::init();
     let session = match engine::session_dir::SessionDir::create() {

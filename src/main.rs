@@ -76,6 +76,12 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The warm spare kernel that a restart or the next notebook adopts
+    /// (FERROLAB_SPARE=0 turns it off).
+    Spare {
+        #[command(subcommand)]
+        action: SpareAction,
+    },
     /// Compile crates into the build cache now, as a notebook's `:dep` would,
     /// e.g. `ferrolab prebuild 'regex = "1"' 'candle-core = "0.9"'`. With no
     /// SPEC: ferrolab's own crates, which every kernel's first `:dep` adds
@@ -90,6 +96,29 @@ enum Command {
         /// Internal: run one build in this process.
         #[arg(long, hide = true)]
         in_session: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpareAction {
+    /// Show the spare: its process, whether it is warm, its memory.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the spare now (the next kernel start is a cold one, and starts a new spare).
+    Stop,
+    /// Start a spare for this environment in the background.
+    Start {
+        #[arg(long, default_value = "ferrolab")]
+        kernel_name: String,
+    },
+    /// Internal: be the spare.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long, default_value = "ferrolab")]
+        kernel_name: String,
     },
 }
 
@@ -162,20 +191,35 @@ impl LocationArgs {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs the kernel in this process.
+fn run_kernel(connection_file: &Path, kernel_name: &str) -> ExitCode {
+    match ferrolab::run_kernel(connection_file, kernel_name) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferrolab: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     ferrolab::engine::relay::enter_if_child();
     wrap_rustc_if_asked();
     evcxr::runtime_hook();
+    ferrolab::spare::remember_launch_env();
     match Cli::parse().command {
         Command::Kernel {
             connection_file,
             kernel_name,
-        } => match ferrolab::run_kernel(&connection_file, &kernel_name) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("ferrolab: {error:#}");
-                ExitCode::FAILURE
-            }
+        } => match ferrolab::spare::launch::run_in_spare(&connection_file, &kernel_name) {
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => run_kernel(&connection_file, &kernel_name),
+        },
+        Command::Spare { action } => match action {
+            SpareAction::Status { json } => ferrolab::spare::status::print(json),
+            SpareAction::Stop => ferrolab::spare::status::stop(),
+            SpareAction::Start { kernel_name } => ferrolab::spare::keeper::start(&kernel_name),
+            SpareAction::Serve { kernel_name } => ferrolab::spare::keeper::serve(&kernel_name),
         },
         Command::GatewayLaunch(args) => gateway_launch(args),
         Command::Install {

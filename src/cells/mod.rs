@@ -46,6 +46,7 @@ pub struct Router {
     running: ProcessSlot,
     environment: Arc<KernelEnvironment>,
     kernel_name: String,
+    started: std::sync::Once,
 }
 
 impl Router {
@@ -61,7 +62,39 @@ impl Router {
             running,
             environment,
             kernel_name: kernel_name.to_owned(),
+            started: std::sync::Once::new(),
         }
+    }
+
+    /// Takes over a launch as a warm spare adopts it: its working directory
+    /// (the kernel's, the shell commands' and the Rust runtime's) and its
+    /// per-kernel variables (`changes`: set or removed), applied as `%env`
+    /// applies them.
+    pub fn adopt(
+        &self,
+        cwd: &std::path::Path,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), String> {
+        std::env::set_current_dir(cwd).map_err(|e| format!("{}: {e}", cwd.display()))?;
+        self.engine.chdir(cwd)?;
+        let mut state = self.state();
+        state.dir_history = vec![cwd.to_path_buf()];
+        for (name, value) in changes {
+            self.engine.set_env(name, value.as_deref())?;
+            state.env.insert(name.clone(), value.clone());
+        }
+        Ok(())
+    }
+
+    /// Runs `hook` once, the first time the engine has had nothing to do for
+    /// a moment after it started.
+    pub fn when_engine_idle(&self, hook: Box<dyn FnOnce() + Send>) {
+        self.engine.when_idle(hook);
+    }
+
+    /// Whether the engine has started and warmed up.
+    pub fn engine_ready(&self) -> bool {
+        self.engine.is_ready()
     }
 
     fn state(&self) -> MutexGuard<'_, MagicState> {
@@ -217,9 +250,11 @@ fn into_outcome(result: MagicResult) -> ExecuteOutcome {
 
 impl Interpreter for Router {
     fn start(&self) {
-        self.engine.start();
-        let environment = self.environment.clone();
-        std::thread::spawn(move || environment.probe());
+        self.started.call_once(|| {
+            self.engine.start();
+            let environment = self.environment.clone();
+            std::thread::spawn(move || environment.probe());
+        });
     }
 
     fn identity(&self) -> KernelIdentity {

@@ -126,6 +126,11 @@ struct Shared {
     builds_killed: AtomicBool,
     /// Whether the current cell's interrupt already killed the runtime.
     runtime_killed: AtomicBool,
+    /// Set once the worker has started evcxr and warmed it up.
+    ready: AtomicBool,
+    /// Run once by the worker the first time it has been idle for
+    /// [`worker::IDLE_NOTICE`] after it became ready.
+    idle_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// How often a stopped cell looks for new cargo/rustc processes to end
@@ -315,6 +320,8 @@ impl Engine {
             build_stopper: Mutex::new(None),
             builds_killed: AtomicBool::new(false),
             runtime_killed: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            idle_hook: Mutex::new(None),
         });
         if let Err(error) = build_log::capture(shared.progress.clone()) {
             log::warn!("cannot capture cargo progress: {error}");
@@ -412,6 +419,22 @@ impl Engine {
     pub fn item_names(&self) -> Vec<String> {
         self.submit(|done| Job::ItemNames { done })
             .unwrap_or_default()
+    }
+
+    /// Runs `hook` once, on the engine thread, the first time the engine has
+    /// been idle for a moment after it started and warmed up.
+    pub fn when_idle(&self, hook: Box<dyn FnOnce() + Send>) {
+        self.start();
+        if let Some(shared) = self.shared.get() {
+            *shared.idle_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+        }
+    }
+
+    /// Whether the engine has started and warmed up (false if it failed to start).
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .get()
+            .is_some_and(|shared| shared.ready.load(Ordering::SeqCst))
     }
 
     /// Moves the runtime's working directory (no compile involved; answers in

@@ -15,6 +15,8 @@ use std::time::Duration;
 use sysinfo::{ProcessRefreshKind, System};
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the worker must have had no job to call itself idle.
+pub(super) const IDLE_NOTICE: Duration = Duration::from_secs(1);
 const RED: &str = "\x1b[1;31m";
 const RESET: &str = "\x1b[0m";
 
@@ -54,7 +56,26 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
     {
         worker.warm_up();
     }
-    for job in jobs {
+    shared.ready.store(true, Ordering::SeqCst);
+    loop {
+        let job = match jobs.recv_timeout(IDLE_NOTICE) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if worker.is_none() {
+                    break;
+                }
+                let hook = shared
+                    .idle_hook
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         let Some(current) = worker.as_mut() else {
             break;
         };

@@ -314,6 +314,66 @@ def reading_start(name):
     return figures
 
 
+SPARE_START = "start → first result (1 + 1), warm spare adopted"
+SPARE_RESTART = "restart → first result (1 + 1), warm spare adopted"
+SPARE_RSS = "warm spare: RSS with its Rust runtime (MiB)"
+
+
+def spare_round():
+    """ferrolab with its warm spare on (as shipped; the other rows run with
+    FERROLAB_SPARE=0, the first kernel on a machine): a spare is started and
+    warms up while nobody waits, a kernel start adopts it, and a restart
+    adopts the next one, which that kernel started once it was idle."""
+    binary = KernelSpecManager().get_kernel_spec("ferrolab").argv[0]
+    spare_dir = tempfile.mkdtemp(prefix="ferrolab-bench-spare-")
+    env = {**os.environ, "FERROLAB_SPARE": "1", "FERROLAB_SPARE_DIR": spare_dir,
+           "FERROLAB_SPARE_MIN_FREE_MB": "0"}
+
+    def warm(other_than=None):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = subprocess.run([binary, "spare", "status", "--json"], env=env, capture_output=True,
+                                  text=True, check=True)
+            found = json.loads(done.stdout)["spare"]
+            if found and found["ready"] and found["pid"] != other_than:
+                return found
+            time.sleep(0.2)
+        raise RuntimeError("no warm spare within 300 s")
+
+    subprocess.run([binary, "spare", "start"], env=env, check=True)
+    first = warm()
+    figures = {SPARE_RSS: first["rss_bytes"] / (1024 * 1024)}
+    start = time.perf_counter()
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name="ferrolab", startup_timeout=300, env=env)
+    execute(client, CODE["ferrolab"]["first"])
+    figures[SPARE_START] = time.perf_counter() - start
+    warm(other_than=first["pid"])
+    start = time.perf_counter()
+    manager.restart_kernel(now=False)
+    client.wait_for_ready(timeout=300)
+    execute(client, CODE["ferrolab"]["first"])
+    figures[SPARE_RESTART] = time.perf_counter() - start
+    client.stop_channels()
+    manager.shutdown_kernel(now=False)
+    subprocess.run([binary, "spare", "stop"], env=env, capture_output=True)
+    return figures
+
+
+def print_spare_table(results):
+    ours = results.get("ferrolab", {})
+    peer = results.get("evcxr", {})
+    if SPARE_START not in ours:
+        return
+    print("\nWith the warm spare (ferrolab as shipped) beside evcxr_jupyter's start and restart:\n")
+    print("| figure | ferrolab, spare adopted | evcxr_jupyter | ratio |")
+    print("|---|---|---|---|")
+    for figure, theirs in ((SPARE_START, "start → first result (1 + 1 sent at ready)"),
+                           (SPARE_RESTART, "restart → first result (1 + 1)"), (SPARE_RSS, "kernel RSS idle (MiB)")):
+        a, b = ours.get(figure, []), peer.get(theirs, [])
+        ratio = f"{statistics.median(a) / statistics.median(b):.2f}×" if a and b else "—"
+        print(f"| {figure} (evcxr: {theirs}) | {cell(a, figure)} | {cell(b, theirs)} | {ratio} |")
+
+
 def soak(minutes):
     """Mixed cells, floods and interrupts for `minutes`; kernel RSS over time."""
     manager, client = jupyter_client.manager.start_new_kernel(kernel_name="ferrolab", startup_timeout=300)
@@ -499,7 +559,11 @@ def main():
                         help="another ferrolab binary to compare with (adds a 'ferrolab before' column)")
     parser.add_argument("--soak", type=float, metavar="MINUTES",
                         help="run the soak (mixed cells, floods, interrupts) instead of the comparison")
+    parser.add_argument("--no-spare", action="store_true", help="skip the warm-spare rows")
     args = parser.parse_args()
+    # The main rows time a kernel with no spare to adopt (the first on a machine);
+    # `spare_round` times the warm spare.
+    os.environ["FERROLAB_SPARE"] = "0"
     if args.soak:
         soak(args.soak)
         return
@@ -524,6 +588,10 @@ def main():
             for figure, value in one_round(name, with_memory=round_number == 0).items():
                 results[name].setdefault(figure, []).append(value)
                 print(f"  {figure}: {fmt(value, figure)}", file=sys.stderr)
+            if name == "ferrolab" and not args.no_spare:
+                for figure, value in spare_round().items():
+                    results[name].setdefault(figure, []).append(value)
+                    print(f"  {figure}: {fmt(value, figure)}", file=sys.stderr)
 
     figures = []
     for per_kernel in results.values():
@@ -544,6 +612,7 @@ def main():
             else:
                 row.append("—")
         print("| " + " | ".join(row) + " |")
+    print_spare_table(results)
     dep_results = dep_rows(kernels, args.dep, args.dep_rounds) if args.dep_rounds > 0 else {}
     if dep_results:
         print_dep_table(args.dep, dep_results, args.dep_rounds)

@@ -105,6 +105,8 @@ def entry_env(dirs, **overrides):
         FERROLAB_BUILD_CACHE_DIR=str(dirs.cache),
         FERROLAB_KERNELSPEC_PREFIX=str(dirs.prefix),
         FERROLAB_PREBUILD="0",
+        # No warm spare kernel left behind (test_spare.py tests them).
+        FERROLAB_SPARE="0",
         JUPYTER_DATA_DIR=str(dirs.data),
         JUPYTER_RUNTIME_DIR=str(dirs.root / "runtime"),
         MARKER=str(dirs.marker),
