@@ -22,6 +22,11 @@ with ferrolab's own crates (what `./kernel lab` starts in the background), so
 that row shows a user's first `:dep` on a machine where ferrolab was set up.
 `--dep-rounds 0` skips them.
 
+The main rows run ferrolab with FERROLAB_SPARE=0: a kernel with no warm spare to
+adopt, the first on a machine. The spare rows then time ferrolab as shipped: a kernel
+start that adopts a warm spare, and a restart that adopts the next one (`--no-spare`
+skips them), beside evcxr_jupyter's start and restart.
+
 `--ferrolab-before PATH` adds another ferrolab build (e.g. one of `main`) as a
 column, so a change is measured before and after in the same alternating run.
 
