@@ -56,6 +56,8 @@ impl TestKernel {
             .env("FERROLAB_LOG", "info")
             .env("FERROLAB_LOG_FILE", &log)
             .env("FERROLAB_HISTORY_FILE", dir.path().join("history.jsonl"))
+            // This kernel is the one under test: no warm spare adopts it or outlives it.
+            .env("FERROLAB_SPARE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

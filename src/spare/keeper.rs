@@ -241,11 +241,16 @@ pub fn serve(kernel_name: &str) -> ExitCode {
         }
     };
     let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600));
+    let adopted = Arc::new(AtomicBool::new(false));
     let timer_socket = socket.clone();
+    let timer_adopted = adopted.clone();
     let idle = settings.idle;
     std::thread::spawn(move || {
         std::thread::sleep(idle);
-        let _ = ask(&timer_socket, &Request::Retire);
+        // Once adopted, the socket may be the next spare's.
+        if !timer_adopted.load(Ordering::SeqCst) {
+            let _ = ask(&timer_socket, &Request::Retire);
+        }
     });
 
     let (stream, adoption) = loop {
@@ -310,6 +315,7 @@ pub fn serve(kernel_name: &str) -> ExitCode {
     };
     let (connection_file, cwd, env, fds) = adoption;
     // From here on this process is that kernel: the next spare may start.
+    adopted.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(&socket);
     drop(listener);
     lock.release();
