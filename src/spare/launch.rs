@@ -76,6 +76,8 @@ fn adopt(
             Ok(Some((reader.into_inner(), pid)))
         }
         Some(Answer::Refused { reason }) => Err(std::io::Error::other(reason)),
+        // It closed without an answer: it adopted another launch a moment before.
+        None => Ok(None),
         other => Err(std::io::Error::other(format!(
             "unexpected answer {other:?}"
         ))),

@@ -13,6 +13,7 @@ launcher.
 import json
 import os
 import subprocess
+import threading
 import time
 
 import psutil
@@ -183,4 +184,34 @@ def test_a_clean_shutdown_of_an_adopted_kernel_exits_the_launcher_with_its_statu
         assert ended(waiting["pid"])
     finally:
         if kernel.manager.has_kernel:
+            kernel.shutdown()
+
+
+def test_two_launches_at_once_one_adopts_the_spare_and_the_other_starts_its_own(spare_env, tmp_path):
+    """Two notebooks opened together (JupyterLab restoring a workspace): one gets
+    the spare, the other starts cold; both work."""
+    waiting = start_spare(spare_env, tmp_path)
+    kernels, errors = [], []
+
+    def launch():
+        try:
+            kernels.append(Kernel(env=spare_env, cwd=tmp_path))
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=launch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert not errors, errors
+        assert [value(kernel, "1 + 1") for kernel in kernels] == ["2", "2"]
+        served_by = sorted(kernel_process(kernel) == waiting["pid"] for kernel in kernels)
+        assert served_by == [False, True]
+        for kernel in kernels:
+            if kernel_process(kernel) != waiting["pid"]:
+                assert kernel_process(kernel) == launcher_pid(kernel)
+    finally:
+        for kernel in kernels:
             kernel.shutdown()
