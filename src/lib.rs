@@ -27,11 +27,9 @@ use std::sync::Arc;
 /// variables).
 pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<()> {
     let router = prepare_router(kernel_name);
-    if spare::Settings::from_env().enabled {
-        // The next start (a restart, another notebook) adopts a warm spare.
-        let name = kernel_name.to_owned();
-        router.when_engine_idle(Box::new(move || spare::keeper::spawn_detached(&name)));
-    }
+    // The next start (a restart, another notebook) adopts a warm spare.
+    let name = kernel_name.to_owned();
+    router.when_engine_idle(Box::new(move || spare::keeper::spawn_detached(&name)));
     kernel::serve(connection_file, router)
 }
 

@@ -129,9 +129,12 @@ struct Shared {
     /// Set once the worker has started evcxr and warmed it up.
     ready: AtomicBool,
     /// Run once by the worker the first time it has been idle for
-    /// [`worker::IDLE_NOTICE`] after it became ready.
-    idle_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// [`worker::IDLE_NOTICE`] after it became ready (shared with the handle,
+    /// which may set it before or after the start).
+    idle_hook: IdleHook,
 }
+
+type IdleHook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
 
 /// How often a stopped cell looks for new cargo/rustc processes to end
 /// (evcxr may start another build before it notices the first one died).
@@ -261,6 +264,7 @@ pub struct Engine {
     session: Option<SessionDir>,
     /// Holds the link socket when there is no session directory.
     fallback_dir: OnceLock<tempfile::TempDir>,
+    idle_hook: IdleHook,
 }
 
 impl Engine {
@@ -273,6 +277,7 @@ impl Engine {
             startup_error: OnceLock::new(),
             session,
             fallback_dir: OnceLock::new(),
+            idle_hook: IdleHook::default(),
         }
     }
 
@@ -321,7 +326,7 @@ impl Engine {
             builds_killed: AtomicBool::new(false),
             runtime_killed: AtomicBool::new(false),
             ready: AtomicBool::new(false),
-            idle_hook: Mutex::new(None),
+            idle_hook: self.idle_hook.clone(),
         });
         if let Err(error) = build_log::capture(shared.progress.clone()) {
             log::warn!("cannot capture cargo progress: {error}");
@@ -424,10 +429,7 @@ impl Engine {
     /// Runs `hook` once, on the engine thread, the first time the engine has
     /// been idle for a moment after it started and warmed up.
     pub fn when_idle(&self, hook: Box<dyn FnOnce() + Send>) {
-        self.start();
-        if let Some(shared) = self.shared.get() {
-            *shared.idle_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
-        }
+        *self.idle_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Whether the engine has started and warmed up (false if it failed to start).

@@ -152,7 +152,7 @@ pub fn ask(socket: &Path, request: &Request) -> std::io::Result<Option<Answer>> 
 pub fn current_socket(settings: &Settings) -> Option<PathBuf> {
     holder_key(settings)
         .filter(|key| !key.is_empty())
-        .map(|key| settings.dir.join(format!("{key}.sock")))
+        .map(|key| settings.socket(&key))
 }
 
 /// Takes the lock, retiring a spare of another environment first.
@@ -229,7 +229,7 @@ pub fn serve(kernel_name: &str) -> ExitCode {
     let router = crate::prepare_router(kernel_name);
     crate::kernel::Interpreter::start(router.as_ref());
 
-    let socket = settings.socket(&key);
+    let socket = settings.socket(key.as_str());
     let _ = std::fs::remove_file(&socket);
     let listener = match UnixListener::bind(&socket) {
         Ok(listener) => listener,
@@ -309,28 +309,25 @@ pub fn serve(kernel_name: &str) -> ExitCode {
                     let _ = wire::send(&mut stream, &Answer::Refused { reason });
                     continue;
                 }
-                break (stream, (connection_file, cwd, env, fds));
+                break (
+                    stream,
+                    Adoption {
+                        connection_file,
+                        cwd,
+                        env,
+                        fds,
+                        stderr,
+                    },
+                );
             }
         }
     };
-    let (connection_file, cwd, env, fds) = adoption;
     // From here on this process is that kernel: the next spare may start.
     adopted.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(&socket);
     drop(listener);
     lock.release();
-    become_kernel(
-        &router,
-        kernel_name,
-        stream,
-        Adoption {
-            connection_file,
-            cwd,
-            env,
-            fds,
-            stderr,
-        },
-    )
+    become_kernel(&router, kernel_name, stream, adoption)
 }
 
 struct Adoption {

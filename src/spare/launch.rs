@@ -46,8 +46,8 @@ fn adopt(
 ) -> std::io::Result<Option<(UnixStream, u32)>> {
     let env = process_env();
     let key = Key::new(kernel_name, &env);
-    let dir = settings.private_dir()?;
-    let socket = dir.join(format!("{}.sock", key.as_str()));
+    settings.private_dir()?;
+    let socket = settings.socket(key.as_str());
     let mut stream = match UnixStream::connect(&socket) {
         Ok(stream) => stream,
         // No spare for this environment (or it just went away).
@@ -101,7 +101,7 @@ fn standard_fds() -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
 
 /// Passes signals on to the kernel in `pid` until it reports its status.
 fn follow(stream: UnixStream, pid: u32) -> i32 {
-    let (status_tx, status_rx) = std::sync::mpsc::channel::<i32>();
+    let (status_tx, status_rx) = tokio::sync::oneshot::channel::<i32>();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let code = loop {
@@ -119,7 +119,7 @@ fn follow(stream: UnixStream, pid: u32) -> i32 {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(_) => return status_rx.recv().unwrap_or(1),
+        Err(_) => return status_rx.blocking_recv().unwrap_or(1),
     };
     runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -136,13 +136,10 @@ fn follow(stream: UnixStream, pid: u32) -> i32 {
                 });
             }
         }
-        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let _ = done_tx.send(status_rx.recv().unwrap_or(1));
-        });
+        let mut status_rx = status_rx;
         loop {
             tokio::select! {
-                code = &mut done_rx => return code.unwrap_or(1),
+                code = &mut status_rx => return code.unwrap_or(1),
                 Some(number) = signal_rx.recv() => {
                     // SAFETY: kill with a pid and a signal number; failure only means it is gone.
                     unsafe { libc::kill(pid as libc::pid_t, number) };

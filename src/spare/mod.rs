@@ -139,9 +139,9 @@ impl Settings {
         Ok(&self.dir)
     }
 
-    /// The socket of the spare for `key`.
-    pub fn socket(&self, key: &Key) -> PathBuf {
-        self.dir.join(format!("{}.sock", key.0))
+    /// The socket of the spare for the key `key` ([`Key::as_str`]).
+    pub fn socket(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.sock"))
     }
 
     fn lock_file(&self) -> PathBuf {

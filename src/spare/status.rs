@@ -4,16 +4,16 @@ use super::Settings;
 use super::keeper::{ask, current_socket};
 use super::wire::{Answer, Request};
 use std::process::ExitCode;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{Pid, ProcessRefreshKind, System};
 
 /// Resident memory of `pid` and every process below it (its Rust runtime,
 /// the process reaper), in bytes.
 pub fn tree_rss(pid: u32) -> u64 {
     let mut system = System::new();
     let kind = ProcessRefreshKind::nothing().with_memory();
+    // `descendants` refreshes the table (with memory) before walking it.
     let mut family = crate::os::process_tree::descendants(&mut system, pid, None, kind);
     family.push(pid);
-    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
     family
         .iter()
         .filter_map(|pid| system.process(Pid::from_u32(*pid)))
