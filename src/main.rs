@@ -264,7 +264,8 @@ fn main() -> ExitCode {
 
 /// Cargo runs this binary as `RUSTC_WRAPPER` (with the build cache's
 /// variable set) for every crate a kernel builds: the build cache answers,
-/// and never returns. When evcxr also wraps rustc (`:cache`,
+/// and never returns (the session crate's own compile gets ferrolab's extra
+/// flags on the way). When evcxr also wraps rustc (`:cache`,
 /// `:allow_static_linking 0`), a compile goes on through evcxr's wrapper in
 /// this same binary, so its dylib handling stays in one place.
 fn wrap_rustc_if_asked() {
@@ -278,6 +279,8 @@ fn wrap_rustc_if_asked() {
     if !names_a_compiler {
         return;
     }
+    // The session crate compiles without local ThinLTO (see session_build).
+    let argv = ferrolab::engine::session_build::adjust(argv);
     let mut next = match std::env::current_exe() {
         Ok(exe) if std::env::var_os("EVCXR_RUSTC_WRAPPER").is_some() => {
             let mut next = std::process::Command::new(exe);

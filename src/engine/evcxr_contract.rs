@@ -57,6 +57,11 @@ pub const VARIABLE_STORE: &str = "`evcxr_variable_store`";
 /// The crate evcxr builds every cell as (`module.rs`, `CRATE_NAME`).
 pub const SESSION_CRATE: &str = "ctx";
 
+/// Its crate type, and the profile line that leaves rustc's local ThinLTO on
+/// (`module.rs`, `get_cargo_toml_contents`; see `session_build`).
+pub const SESSION_CRATE_TYPE: &str = "cdylib";
+pub const SESSION_PROFILE_LTO: &str = "lto = false";
+
 /// Where evcxr puts its build directory when set (`toml_parse.rs`).
 pub const TMPDIR_ENV: &str = "EVCXR_TMPDIR";
 
@@ -234,6 +239,8 @@ mod tests {
     fn the_session_crate_and_its_build_directory() {
         let module = evcxr_file("module.rs");
         assert!(module.contains(&format!("CRATE_NAME: &str = \"{SESSION_CRATE}\"")));
+        assert!(module.contains(&format!("crate-type = [\"{SESSION_CRATE_TYPE}\"]")));
+        assert!(module.contains(&format!("\n{SESSION_PROFILE_LTO}\n")));
         assert!(evcxr_file("toml_parse.rs").contains(&format!("std::env::var(\"{TMPDIR_ENV}\")")));
     }
 

@@ -29,6 +29,7 @@ mod prelude;
 pub mod relay;
 mod render;
 pub mod run_gate;
+pub mod session_build;
 pub mod session_dir;
 pub mod text;
 pub mod toolchain;

@@ -22,6 +22,10 @@
 //! - a cell with evcxr `:commands` or `!` lines, or one that does not parse,
 //!   is left alone; so is a cell when the session's display settings differ
 //!   from evcxr's defaults (`:fmt`, `:types`): see [`DisplaySettings`];
+//! - the one exception: leading `:dep` lines stay as they are and the Rust
+//!   after them is rewritten, so the cell that brings a crate in builds once,
+//!   not twice (evcxr adds a dependency it already has as a no-op, so running
+//!   such a cell a second time adds nothing twice);
 //! - the engine runs the rewritten cell first and, if it does not compile, the
 //!   cell unchanged (a compile error means none of it ran), so errors and
 //!   values the rewrite cannot show come out exactly as evcxr makes them.
@@ -102,20 +106,35 @@ pub fn has_commands(code: &str) -> bool {
 
 /// `code` with its final expression turned into a statement that shows the
 /// value with one compile; `None` when the cell has no final expression, has
-/// commands, or does not parse.
+/// commands other than leading `:dep` lines, or does not parse.
 pub fn rewrite(code: &str) -> Option<String> {
-    if has_commands(code) {
-        return None;
-    }
-    let (start, end) = final_expression(code)?;
+    let (deps, rust) = code.split_at(leading_deps_len(code)?);
+    let (start, end) = final_expression(rust)?;
     let mut out = String::with_capacity(code.len() + OPEN.len() + CLOSE.len());
-    out.push_str(&code[..start]);
+    out.push_str(deps);
+    out.push_str(&rust[..start]);
     out.push_str(OPEN);
-    out.push_str(&code[start..end]);
+    out.push_str(&rust[start..end]);
     out.push_str(CLOSE);
-    out.push_str(&code[end..]);
+    out.push_str(&rust[end..]);
     // The result must have no final expression left, or evcxr would probe it.
-    final_expression(&out).is_none().then_some(out)
+    final_expression(&out[deps.len()..])
+        .is_none()
+        .then_some(out)
+}
+
+/// The length of `code`'s leading `:dep` lines (and blank lines among them),
+/// or `None` when the rest has a command or shell line of any kind.
+fn leading_deps_len(code: &str) -> Option<usize> {
+    let mut len = 0;
+    for line in code.split_inclusive('\n') {
+        let is_dep = line.trim_start_matches(' ').starts_with(":dep ");
+        if !is_dep && !line.trim().is_empty() {
+            break;
+        }
+        len += line.len();
+    }
+    (!has_commands(&code[len..])).then_some(len)
 }
 
 /// Whether evcxr would show no value for `code`: it parses, has no final
@@ -210,8 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn leading_dep_lines_stay_and_the_rust_after_them_is_rewritten() {
+        let cell = ":dep itoa = \"1\"\n\n  :dep ryu = \"1\"\nuse itoa as _;\n1 + 1";
+        let rewritten = rewrite(cell).unwrap();
+        assert!(
+            rewritten.starts_with(":dep itoa = \"1\"\n\n  :dep ryu = \"1\"\nuse itoa as _;\n{ ")
+        );
+        assert!(rewritten.contains("match &(1 + 1)"));
+        assert_eq!(rewritten.lines().count(), cell.lines().count());
+        // Only dependencies: nothing to show.
+        assert_eq!(rewrite(":dep itoa = \"1\""), None);
+        assert_eq!(rewrite(":dep itoa = \"1\"\nlet a = 1;"), None);
+    }
+
+    #[test]
     fn commands_shell_lines_and_parse_errors_are_left_to_evcxr() {
-        assert_eq!(rewrite(":dep itoa = \"1\"\n1 + 1"), None);
+        assert_eq!(rewrite(":dep itoa = \"1\"\n:opt 0\n1 + 1"), None);
+        assert_eq!(rewrite(":opt 0\n:dep itoa = \"1\"\n1 + 1"), None);
+        assert_eq!(rewrite(":dep itoa = \"1\"\n!ls\n1 + 1"), None);
+        assert_eq!(rewrite("\t:dep itoa = \"1\"\n1 + 1"), None);
         assert_eq!(rewrite("  :fmt {:#?}\n1"), None);
         assert_eq!(rewrite("!ls\n1"), None);
         assert_eq!(rewrite("let a = ;\na"), None);

@@ -314,6 +314,30 @@ def test_an_expression_cell_compiles_once(kernel, evcxr_path_kernel):
     assert "Fallback" in evcxr.stream_text()
 
 
+def test_a_cell_that_adds_a_crate_and_shows_a_value_compiles_once(evcxr_path_kernel):
+    # Leading `:dep` lines stay; the value after them is shown by the one-compile
+    # statement, so the build that brings the crate in is not followed by a second.
+    # A kernel of its own: a first `:dep` also brings the checkpoint runtime's
+    # crates, which other tests of the shared kernel see being compiled.
+    cell = ':dep ryu = "1"\nryu::Buffer::new().format(1.5).len()'
+    own = Kernel()
+    timed = []
+    try:
+        for running in (own, evcxr_path_kernel):
+            assert "Timing: true" in running.execute(":timing").result_text()
+            try:
+                timed.append(running.execute(cell))
+            finally:
+                assert "Timing: false" in running.execute(":timing").result_text()
+    finally:
+        own.shutdown()
+    one, evcxr = timed
+    assert one.status == evcxr.status == "ok", (one.outputs, evcxr.outputs)
+    assert one.result_text() == evcxr.result_text() == "3"
+    assert "Took" in one.stream_text() and "Fallback" not in one.stream_text()
+    assert "Fallback" in evcxr.stream_text()
+
+
 def test_changed_display_settings_turn_the_one_compile_path_off(kernel):
     assert kernel.execute(":fmt {:#?}").status == "ok"
     try:
