@@ -27,10 +27,20 @@ use std::sync::Arc;
 /// variables).
 pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<()> {
     let router = prepare_router(kernel_name);
-    // The next start (a restart, another notebook) adopts a warm spare.
+    serve_as_kernel_of(&router, kernel_name);
+    kernel::serve(connection_file, router)
+}
+
+/// What every kernel does for the next start (a restart, another notebook):
+/// starts a warm spare once its engine is idle, and tells that spare which
+/// crates the session added, so it loads them ahead.
+pub(crate) fn serve_as_kernel_of(router: &Arc<cells::Router>, kernel_name: &str) {
     let name = kernel_name.to_owned();
     router.when_engine_idle(Box::new(move || spare::keeper::spawn_detached(&name)));
-    kernel::serve(connection_file, router)
+    let name = kernel_name.to_owned();
+    router.when_deps_change(Arc::new(move |lines| {
+        spare::preload::remember(&name, &lines)
+    }));
 }
 
 /// Sets up the process for a kernel (cargo on PATH, logging, the session

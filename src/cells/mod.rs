@@ -21,6 +21,7 @@ mod identity;
 mod lexer;
 mod python_lines;
 pub mod segments;
+pub mod session_deps;
 
 use crate::engine::Engine;
 use crate::engine::session_dir::SessionDir;
@@ -47,7 +48,13 @@ pub struct Router {
     environment: Arc<KernelEnvironment>,
     kernel_name: String,
     started: std::sync::Once,
+    /// The crates this session added (see `session_deps`).
+    deps: Mutex<session_deps::SessionDeps>,
+    /// Told the new list whenever it changes.
+    deps_hook: Mutex<Option<DepsHook>>,
 }
+
+type DepsHook = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 impl Router {
     /// A router whose engine keeps its files in `session` (removed at shutdown).
@@ -63,6 +70,70 @@ impl Router {
             environment,
             kernel_name: kernel_name.to_owned(),
             started: std::sync::Once::new(),
+            deps: Mutex::default(),
+            deps_hook: Mutex::new(None),
+        }
+    }
+
+    /// Calls `hook` with the session's `:dep` lines each time a cell changes
+    /// them (on the cell's thread, after the cell's Rust ran).
+    pub fn when_deps_change(&self, hook: DepsHook) {
+        *self.deps_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// Builds and loads crates before any cell asks for them (a warm spare):
+    /// `lines` are `:dep` lines, run with the checkpoint runtime as a first
+    /// `:dep` cell runs them. Takes the Rust turn, so a cell that comes
+    /// meanwhile waits for it.
+    pub fn preload_deps(&self, lines: &[String]) -> Result<(), String> {
+        let _turn = self
+            .rust_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut code = lines.join("\n");
+        let runtime_loaded = self.state().checkpoint.runtime_loaded;
+        if !runtime_loaded {
+            let runtime = crate::magics::checkpoint::dep_line().map_err(|e| e.evalue)?;
+            code = format!("{runtime}\n{code}");
+        }
+        self.engine.run_in_background(&code)?;
+        self.state().checkpoint.preloaded(lines);
+        self.deps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(lines);
+        Ok(())
+    }
+
+    /// Empties the session (evcxr's `:clear`: crates, items, variables), as
+    /// a cell with `:clear` would; the prelude comes back before the next cell.
+    pub fn clear_session(&self) -> Result<(), String> {
+        let _turn = self
+            .rust_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.engine.run_in_background(":clear")?;
+        self.state().checkpoint.cleared();
+        self.deps.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+
+    /// Takes in the `:dep` lines of a Rust segment that succeeded.
+    fn note_deps(&self, code: &str) {
+        let lines = {
+            let mut deps = self.deps.lock().unwrap_or_else(|p| p.into_inner());
+            if !deps.record(code) {
+                return;
+            }
+            deps.lines()
+        };
+        let hook = self
+            .deps_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(lines);
         }
     }
 
@@ -177,6 +248,9 @@ impl Router {
         let succeeded = matches!(ran.outcome, ExecuteOutcome::Ok { .. });
         for hook in self.state().hooks() {
             hook.after_rust(code, &run, succeeded);
+        }
+        if succeeded {
+            self.note_deps(code);
         }
         lost.extend(ran.lost_variables);
         let mut outcome = ran.outcome;

@@ -104,6 +104,11 @@ enum Job {
     ItemNames {
         done: Sender<Vec<String>>,
     },
+    /// evcxr commands run while no cell is there (a spare loading crates).
+    Background {
+        code: String,
+        done: Sender<Result<(), String>>,
+    },
     Shutdown {
         done: Sender<()>,
     },
@@ -425,6 +430,17 @@ impl Engine {
     pub fn item_names(&self) -> Vec<String> {
         self.submit(|done| Job::ItemNames { done })
             .unwrap_or_default()
+    }
+
+    /// Runs evcxr commands (`:dep` lines, `:clear`) with no cell to show
+    /// anything to: cargo's progress and any output are dropped. Used by a
+    /// warm spare before a notebook adopts it.
+    pub fn run_in_background(&self, code: &str) -> Result<(), String> {
+        self.submit(|done| Job::Background {
+            code: code.to_owned(),
+            done,
+        })
+        .unwrap_or_else(|| Err("the Rust engine is not running".to_owned()))
     }
 
     /// Runs `hook` once, on the engine thread, the first time the engine has

@@ -102,6 +102,9 @@ pub(super) fn run(shared: Arc<Shared>, jobs: Receiver<Job>) {
             Job::Variables { done } => {
                 let _ = done.send(current.variables());
             }
+            Job::Background { code, done } => {
+                let _ = done.send(current.run_in_background(&code));
+            }
             Job::ItemNames { done } => {
                 let mut names: Vec<String> = current
                     .context
@@ -150,6 +153,9 @@ fn serve_unavailable(reason: &str, jobs: Receiver<Job>) {
             }
             Job::ItemNames { done } => {
                 let _ = done.send(Vec::new());
+            }
+            Job::Background { done, .. } => {
+                let _ = done.send(Err(reason.to_owned()));
             }
             Job::Shutdown { done } => {
                 let _ = done.send(());
@@ -266,6 +272,22 @@ impl Worker {
             Ok(_) => log::info!("warm-up in {:.2?}", started.elapsed()),
             Err(error) => log::warn!("warm-up failed: {error}"),
         }
+    }
+
+    /// Runs evcxr commands with no cell (see `Engine::run_in_background`).
+    fn run_in_background(&mut self, code: &str) -> Result<(), String> {
+        self.prepare_runtime(None);
+        *self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        let result = self.context.execute(code).map(|_| ());
+        if code.lines().any(|line| line.trim() == ":clear") {
+            // `:clear` removed the prelude too; the next cell restores it.
+            self.needs_prelude = true;
+        }
+        result.map_err(|error| error.to_string())
     }
 
     /// Runs a cell; returns its outcome and the variables it lost (a restarted runtime).

@@ -228,6 +228,8 @@ pub fn serve(kernel_name: &str) -> ExitCode {
     let started = Instant::now();
     let router = crate::prepare_router(kernel_name);
     crate::kernel::Interpreter::start(router.as_ref());
+    let preloader = super::preload::Preloader::new();
+    preloader.watch(router.clone(), &settings, &key);
 
     let socket = settings.socket(key.as_str());
     let _ = std::fs::remove_file(&socket);
@@ -280,6 +282,7 @@ pub fn serve(kernel_name: &str) -> ExitCode {
                         key: key.as_str().to_owned(),
                         ready: router.engine_ready(),
                         age_s: started.elapsed().as_secs(),
+                        loaded: preloader.loaded(),
                     },
                 );
             }
@@ -327,7 +330,7 @@ pub fn serve(kernel_name: &str) -> ExitCode {
     let _ = std::fs::remove_file(&socket);
     drop(listener);
     lock.release();
-    become_kernel(&router, kernel_name, stream, adoption)
+    become_kernel(&router, kernel_name, stream, adoption, &preloader)
 }
 
 struct Adoption {
@@ -343,6 +346,7 @@ fn become_kernel(
     kernel_name: &str,
     mut stream: UnixStream,
     adoption: Adoption,
+    preloader: &super::preload::Preloader,
 ) -> ExitCode {
     let Adoption {
         connection_file,
@@ -360,6 +364,7 @@ fn become_kernel(
         stderr.set(file);
     }
     let changes = volatile_changes(&process_env(), &env);
+    let notebook = super::preload::notebook_of(&env);
     super::set_launch_env(env);
     if let Err(error) = router.adopt(&cwd, &changes) {
         log::warn!("spare: the kernel could not take the launch's directory or variables: {error}");
@@ -383,8 +388,9 @@ fn become_kernel(
     );
     let finishing = Arc::new(AtomicBool::new(false));
     watch_launcher(&stream, router.clone(), finishing.clone());
-    let name = kernel_name.to_owned();
-    router.when_engine_idle(Box::new(move || spawn_detached(&name)));
+    // Crates loaded for another notebook are cleared before its first cell.
+    preloader.adopted_by(router, &notebook);
+    crate::serve_as_kernel_of(router, kernel_name);
     let interpreter: Arc<dyn crate::kernel::Interpreter> = router.clone();
     let code = match crate::kernel::serve(&connection_file, interpreter) {
         Ok(()) => 0,

@@ -31,6 +31,7 @@
 
 pub mod keeper;
 pub mod launch;
+pub mod preload;
 pub mod status;
 mod wire;
 
@@ -69,6 +70,9 @@ pub struct Settings {
     pub idle: Duration,
     /// Where the sockets and the lock live.
     pub dir: PathBuf,
+    /// Whether a spare builds and loads its notebook's crates ahead
+    /// (`FERROLAB_SPARE_DEPS`, see [`preload`]).
+    pub preload_deps: bool,
 }
 
 const DEFAULT_MIN_FREE_MB: u64 = 3072;
@@ -80,10 +84,13 @@ impl Settings {
     }
 
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Settings {
-        let enabled = !matches!(
-            var("FERROLAB_SPARE").as_deref().map(str::trim),
-            Some("0" | "off" | "false" | "no")
-        );
+        let off = |name: &str| {
+            matches!(
+                var(name).as_deref().map(str::trim),
+                Some("0" | "off" | "false" | "no")
+            )
+        };
+        let enabled = !off("FERROLAB_SPARE");
         let number = |name: &str, default: u64| {
             var(name)
                 .and_then(|value| value.trim().parse::<u64>().ok())
@@ -109,6 +116,7 @@ impl Settings {
                 number("FERROLAB_SPARE_IDLE_MINUTES", DEFAULT_IDLE_MINUTES) * 60,
             ),
             dir,
+            preload_deps: !off("FERROLAB_SPARE_DEPS"),
         }
     }
 
@@ -309,7 +317,8 @@ mod tests {
             ("FERROLAB_SPARE_IDLE_MINUTES", "2"),
             ("XDG_RUNTIME_DIR", "/run/user/7"),
         ]));
-        assert!(on.enabled);
+        assert!(on.enabled && on.preload_deps);
+        assert!(!Settings::from_vars(vars(&[("FERROLAB_SPARE_DEPS", "0")])).preload_deps);
         assert_eq!(on.min_free_bytes, 10 * 1024 * 1024);
         assert_eq!(on.idle, Duration::from_secs(120));
         assert_eq!(on.dir, PathBuf::from("/run/user/7/ferrolab-spare"));
@@ -326,6 +335,7 @@ mod tests {
             min_free_bytes: 0,
             idle: Duration::from_secs(1),
             dir: dir.clone(),
+            preload_deps: true,
         };
         assert!(settings.private_dir().is_err());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();

@@ -31,14 +31,16 @@ pub fn print(json: bool) -> ExitCode {
             key,
             ready,
             age_s,
-        }) => Some((pid, key, ready, age_s, tree_rss(pid))),
+            loaded,
+        }) => Some((pid, key, ready, age_s, tree_rss(pid), loaded)),
         _ => None,
     };
     if json {
         let value = match &status {
-            Some((pid, key, ready, age_s, rss)) => serde_json::json!({
+            Some((pid, key, ready, age_s, rss, loaded)) => serde_json::json!({
                 "enabled": settings.enabled,
-                "spare": {"pid": pid, "key": key, "ready": ready, "age_s": age_s, "rss_bytes": rss},
+                "spare": {"pid": pid, "key": key, "ready": ready, "age_s": age_s, "rss_bytes": rss,
+                          "loaded": loaded},
             }),
             None => serde_json::json!({"enabled": settings.enabled, "spare": null}),
         };
@@ -46,11 +48,19 @@ pub fn print(json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match status {
-        Some((pid, _, ready, age_s, rss)) => println!(
-            "spare kernel: pid {pid}, {}, started {age_s} s ago, {} resident (with its Rust runtime)",
-            if ready { "warm" } else { "warming up" },
-            ferrolab_tables::size(rss)
-        ),
+        Some((pid, _, ready, age_s, rss, loaded)) => {
+            println!(
+                "spare kernel: pid {pid}, {}, started {age_s} s ago, {} resident (with its Rust runtime)",
+                if ready { "warm" } else { "warming up" },
+                ferrolab_tables::size(rss)
+            );
+            if !loaded.is_empty() {
+                println!(
+                    "crates built and loaded for its notebook: {}",
+                    loaded.join("; ")
+                );
+            }
+        }
         None if settings.enabled => println!(
             "no spare kernel is running (a kernel starts one once its engine is idle; sockets in {})",
             settings.dir.display()

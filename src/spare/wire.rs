@@ -52,6 +52,9 @@ pub enum Answer {
         ready: bool,
         /// Seconds since the spare started.
         age_s: u64,
+        /// The `:dep` lines it has built and loaded for its notebook.
+        #[serde(default)]
+        loaded: Vec<String>,
     },
     Retiring,
 }

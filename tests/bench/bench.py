@@ -511,11 +511,60 @@ def dep_in_new_kernel(kernel_name, env, setup, cell):
         manager.shutdown_kernel(now=False)
 
 
+SPARE_DEP_LABEL = "ferrolab, restart adopting its warm spare"
+
+
+def dep_with_spare(spec, env):
+    """The daily rhythm with spares on: a notebook's kernel runs the `:dep` cell
+    (first kernel, timed), its warm spare builds and loads the notebook's crates
+    while nobody waits (untimed), and after a restart, which adopts that spare,
+    the same cell runs again (second kernel, timed)."""
+    binary = KernelSpecManager().get_kernel_spec("ferrolab").argv[0]
+    spare_dir = tempfile.mkdtemp(prefix="ferrolab-bench-spare-")
+    env = {**os.environ, **env, "FERROLAB_SPARE": "1", "FERROLAB_SPARE_DIR": spare_dir,
+           "FERROLAB_SPARE_MIN_FREE_MB": "0", "JPY_SESSION_NAME": "bench.ipynb"}
+    line = dep_cell(spec).splitlines()[0]
+    manager = jupyter_client.KernelManager(kernel_name="ferrolab")
+    manager.start_kernel(env=env)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=300)
+        execute(client, "1 + 1")
+        first = execute(client, dep_cell(spec), timeout=3600)[0]
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = subprocess.run([binary, "spare", "status", "--json"], env=env, capture_output=True,
+                                  text=True, check=True)
+            found = json.loads(done.stdout)["spare"]
+            if found and found["ready"] and line in found.get("loaded", []):
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the spare did not load the notebook's crates within 600 s")
+        manager.restart_kernel(now=False)
+        client.wait_for_ready(timeout=300)
+        execute(client, "1 + 1")
+        second = execute(client, dep_cell(spec), timeout=3600)[0]
+        return {"first kernel": first, "second kernel": second}
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+        subprocess.run([binary, "spare", "stop"], env=env, capture_output=True)
+
+
 def dep_rows(kernels, spec, rounds):
     """{variant: {row: [seconds per round]}} for a first and a second kernel."""
     cell = dep_cell(spec)
     results = {}
     for round_number in range(rounds):
+        if "ferrolab" in kernels:
+            with tempfile.TemporaryDirectory(prefix="ferrolab-bench-cache-") as cache:
+                print(f"dep round {round_number + 1}/{rounds}: {SPARE_DEP_LABEL}", file=sys.stderr)
+                env = {"XDG_CACHE_HOME": cache,
+                       "FERROLAB_BUILD_CACHE_DIR": os.path.join(cache, "ferrolab-build-cache")}
+                for row, seconds in dep_with_spare(spec, env).items():
+                    results.setdefault(SPARE_DEP_LABEL, {}).setdefault(row, []).append(seconds)
         for label, (kernel_name, setup, prebuild) in DEP_VARIANTS.items():
             if kernel_name not in kernels:
                 continue
@@ -537,7 +586,8 @@ def print_dep_table(spec, results, rounds):
     ours = [label for label in labels if label.startswith("ferrolab")]
     peers = [label for label in labels if label not in ours]
     pairs = [(mine, peer) for mine in ours for peer in peers]
-    short = {"ferrolab": "ferrolab", "ferrolab after ./kernel lab's prebuild": "prebuilt"}
+    short = {"ferrolab": "ferrolab", "ferrolab after ./kernel lab's prebuild": "prebuilt",
+             SPARE_DEP_LABEL: "with spare"}
     header = (["`:dep " + spec + "`"] + labels
               + [f"{short.get(mine, mine)} ÷ {peer}" for mine, peer in pairs])
     print(f"\nbuild cache: `:dep {spec}` (and one use of it) after the kernel ran one cell; "

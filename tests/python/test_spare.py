@@ -58,15 +58,17 @@ def spare(env):
     return json.loads(done.stdout)["spare"]
 
 
-def warm_spare(env, other_than=None):
-    """Waits until a warm spare (not pid `other_than`) answers; its status."""
+def warm_spare(env, other_than=None, loaded=None):
+    """Waits until a warm spare (not pid `other_than`, with the `:dep` line
+    `loaded` built and loaded when given) answers; its status."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         found = spare(env)
-        if found and found["ready"] and found["pid"] != other_than:
+        if (found and found["ready"] and found["pid"] != other_than
+                and (loaded is None or loaded in found["loaded"])):
             return found
         time.sleep(0.2)
-    pytest.fail(f"no warm spare within {WAIT}s (last status: {spare(env)})")
+    pytest.fail(f"no such warm spare within {WAIT}s (last status: {spare(env)})")
 
 
 def start_spare(env, cwd):
@@ -215,3 +217,43 @@ def test_two_launches_at_once_one_adopts_the_spare_and_the_other_starts_its_own(
     finally:
         for kernel in kernels:
             kernel.shutdown()
+
+
+ITOA = ':dep itoa = "1"'
+
+
+def test_a_restart_finds_the_notebooks_crates_built_and_loaded(spare_env, tmp_path):
+    """The spare a notebook's kernel starts builds and loads the crates that notebook
+    added with `:dep`: after a restart they are in the session before any cell names
+    them, and the notebook's own `:dep` line compiles nothing. Another notebook that
+    adopts such a spare gets a session without them."""
+    notebook = {**spare_env, "JPY_SESSION_NAME": str(tmp_path / "a.ipynb")}
+    kernel = Kernel(env=notebook, cwd=tmp_path)
+    try:
+        added = kernel.execute(f"{ITOA}\nitoa::Buffer::new().format(7).len()")
+        assert added.status == "ok", added.outputs
+        loaded = warm_spare(spare_env, loaded=ITOA)
+        assert ITOA in subprocess.run([ferrolab_binary(), "spare", "status"], env=spare_env,
+                                      capture_output=True, text=True, check=True).stdout
+
+        kernel.manager.restart_kernel(now=False)
+        kernel.client.wait_for_ready(timeout=WAIT)
+        assert kernel_process(kernel) == loaded["pid"]
+        # No `:dep` line in this cell: the crate is already there.
+        assert value(kernel, "itoa::Buffer::new().format(2026).to_string()") == '"2026"'
+        rerun = kernel.execute(f"{ITOA}\nitoa::Buffer::new().format(5).len()")
+        assert rerun.status == "ok" and rerun.result_text() == "1", rerun.outputs
+        assert "Compiling itoa" not in rerun.stream_text("stderr")
+        # The restarted kernel's own spare loads them as well.
+        following = warm_spare(spare_env, other_than=loaded["pid"], loaded=ITOA)
+    finally:
+        kernel.shutdown()
+
+    other = Kernel(env={**spare_env, "JPY_SESSION_NAME": str(tmp_path / "b.ipynb")}, cwd=tmp_path)
+    try:
+        assert kernel_process(other) == following["pid"]
+        missing = other.execute("itoa::Buffer::new().format(1).len()")
+        assert missing.status == "error" and "itoa" in missing.error()["evalue"], missing.outputs
+        assert value(other, "let y = 40; y + 2") == "42"
+    finally:
+        other.shutdown()

@@ -24,8 +24,7 @@ impl CellHooks for CheckpointState {
         env: &Env,
     ) -> Result<RustRun, ErrorInfo> {
         if run.code.lines().any(|line| line.trim() == ":clear") {
-            self.runtime_loaded = false;
-            self.journal.clear();
+            self.cleared();
         }
         self.runtime_riding_along = false;
         if let Some(extended) = runtime::piggyback(&run.code, self) {

@@ -81,3 +81,22 @@ impl CheckpointState {
             .map_err(|e| ErrorInfo::new("CheckpointError", e))
     }
 }
+
+impl CheckpointState {
+    /// Crates loaded into the session ahead of any cell (a warm spare's
+    /// preload, with the runtime): journaled as a cell that added them, so a
+    /// checkpoint's restore adds them too.
+    pub fn preloaded(&mut self, dep_lines: &[String]) {
+        self.runtime_loaded = true;
+        self.journal.push(Entry {
+            code: dep_lines.join("\n"),
+            unix_time: super::save::now_unix(),
+        });
+    }
+
+    /// The session was cleared (evcxr's `:clear`): no runtime, no journal.
+    pub fn cleared(&mut self) {
+        self.runtime_loaded = false;
+        self.journal.clear();
+    }
+}
