@@ -80,6 +80,9 @@ pub struct Preloader {
     /// What was loaded; held for each load, so adoption by another notebook
     /// waits for a load under way.
     loading: Mutex<Vec<String>>,
+    /// A copy for `spare status`, which must answer (and the socket must
+    /// take an adoption) while a load runs.
+    shown: Mutex<Vec<String>>,
 }
 
 impl Preloader {
@@ -89,15 +92,17 @@ impl Preloader {
             notebook: notebook_of(&super::process_env()),
             adopted: AtomicBool::new(false),
             loading: Mutex::new(Vec::new()),
+            shown: Mutex::new(Vec::new()),
         })
     }
 
     /// The lines loaded so far.
     pub fn loaded(&self) -> Vec<String> {
-        self.loading
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shown.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn show(&self, loaded: &[String]) {
+        *self.shown.lock().unwrap_or_else(|p| p.into_inner()) = loaded.to_vec();
     }
 
     /// Watches the file of this spare's key and notebook until adoption.
@@ -131,6 +136,7 @@ impl Preloader {
                         break;
                     }
                     loaded.clear();
+                    me.show(&loaded);
                 }
                 let new: Vec<String> = lines
                     .iter()
@@ -148,6 +154,7 @@ impl Preloader {
                             new.len()
                         );
                         loaded.extend(new);
+                        me.show(&loaded);
                     }
                     Err(error) => log::warn!("spare: could not load {new:?}: {error}"),
                 }
@@ -174,5 +181,6 @@ impl Preloader {
             }
         }
         loaded.clear();
+        self.show(&loaded);
     }
 }
