@@ -4,8 +4,8 @@
 //!
 //! Invariants: one line per crate, the newest spelling of it (a changed
 //! version replaces the old line), in the order crates were first added;
-//! local crates named by a relative path are left out (evcxr resolves those
-//! against the kernel's working directory of the moment); `:clear` empties
+//! local crates named by a relative path (`:dep ./lib`, `path = "../lib"`)
+//! are left out (they resolve against a working directory of the moment); `:clear` empties
 //! the list, as it empties evcxr's.
 
 use crate::engine::evcxr_contract::is_command_line;
@@ -60,8 +60,27 @@ fn crate_of(line: &str) -> Option<String> {
     if rest.starts_with('/') {
         return Some(rest.to_owned());
     }
+    if names_a_relative_path(rest) {
+        return None;
+    }
     let name = rest.split(['=', ' ', '\t']).next()?.trim();
     (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Whether a `name = { path = "..." }` spec points at a relative path.
+fn names_a_relative_path(spec: &str) -> bool {
+    let Some(table) = spec.find('{').map(|open| &spec[open..]) else {
+        return false;
+    };
+    let Some(at) = table.find("path") else {
+        return false;
+    };
+    let after = table[at + "path".len()..].trim_start();
+    let Some(value) = after.strip_prefix('=') else {
+        return false;
+    };
+    let value = value.trim_start().trim_start_matches(['"', '\'']);
+    !value.starts_with('/')
 }
 
 #[cfg(test)]
@@ -85,8 +104,20 @@ mod tests {
     fn relative_paths_other_commands_and_rust_are_not_crates() {
         let mut deps = SessionDeps::default();
         assert!(!deps.record(":dep ./mylib\n:dep ~/lib\n:opt 1\nlet dep = 1;\n\t:dep tabbed"));
+        assert!(!deps.record(":dep mylib = { path = \"../mylib\" }"));
+        assert!(deps.record(":dep theirs = { path = \"/opt/theirs\", features = [\"x\"] }"));
+        assert!(deps.record(":dep pathfinder_geometry = \"0.5\""));
+        assert!(deps.record(":dep path = \"1\""));
         assert!(deps.record(":dep /home/me/mylib"));
-        assert_eq!(deps.lines(), [":dep /home/me/mylib"]);
+        assert_eq!(
+            deps.lines(),
+            [
+                ":dep theirs = { path = \"/opt/theirs\", features = [\"x\"] }",
+                ":dep pathfinder_geometry = \"0.5\"",
+                ":dep path = \"1\"",
+                ":dep /home/me/mylib"
+            ]
+        );
     }
 
     #[test]
