@@ -18,6 +18,8 @@
 //! - nothing is loaded after the spare was adopted; a load under way when it
 //!   is adopted finishes first (the first cell waits for it, as it would have
 //!   waited for its own `:dep`);
+//! - only a named notebook's crates are loaded ahead (Jupyter servers set
+//!   `JPY_SESSION_NAME`; a frontend that does not gets the spare without them);
 //! - `FERROLAB_SPARE_DEPS=0` turns it off.
 
 use super::{Key, Settings};
@@ -37,10 +39,16 @@ pub fn notebook_of(env: &BTreeMap<String, String>) -> String {
     env.get("JPY_SESSION_NAME").cloned().unwrap_or_default()
 }
 
-fn deps_file(settings: &Settings, key: &Key, notebook: &str) -> PathBuf {
+/// The file for `notebook`'s crates; `None` for a kernel whose frontend does
+/// not name its notebook (no `JPY_SESSION_NAME`): two notebooks could not be
+/// told apart, and one would get the other's crates.
+fn deps_file(settings: &Settings, key: &Key, notebook: &str) -> Option<PathBuf> {
     use sha2::{Digest, Sha256};
+    if notebook.trim().is_empty() {
+        return None;
+    }
     let tag = hex::encode(&Sha256::digest(notebook.as_bytes())[..8]);
-    settings.dir.join(format!("{}-{tag}.deps", key.as_str()))
+    Some(settings.dir.join(format!("{}-{tag}.deps", key.as_str())))
 }
 
 /// Records the `:dep` lines of this kernel's session for its next spare.
@@ -50,7 +58,9 @@ pub fn remember(kernel_name: &str, lines: &[String]) {
         return;
     }
     let env = super::launch_env();
-    let file = deps_file(&settings, &Key::new(kernel_name, &env), &notebook_of(&env));
+    let Some(file) = deps_file(&settings, &Key::new(kernel_name, &env), &notebook_of(&env)) else {
+        return;
+    };
     if let Err(error) = write_lines(&file, lines) {
         log::warn!("spare: cannot record this session's crates: {error}");
     }
@@ -110,7 +120,9 @@ impl Preloader {
         if !settings.preload_deps {
             return;
         }
-        let file = deps_file(settings, key, &self.notebook);
+        let Some(file) = deps_file(settings, key, &self.notebook) else {
+            return;
+        };
         let me = self.clone();
         std::thread::spawn(move || {
             let mut tried: Option<Vec<String>> = None;
@@ -182,5 +194,42 @@ impl Preloader {
         }
         loaded.clear();
         self.show(&loaded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_named_notebook_has_its_own_file_and_an_unnamed_one_none() {
+        let settings = Settings {
+            enabled: true,
+            min_free_bytes: 0,
+            idle: Duration::from_secs(60),
+            dir: PathBuf::from("/spares"),
+            preload_deps: true,
+        };
+        let key = Key::new("ferrolab", &BTreeMap::new());
+        let a = deps_file(&settings, &key, "/work/a.ipynb").unwrap();
+        let b = deps_file(&settings, &key, "/work/b.ipynb").unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("/spares") && a.to_string_lossy().contains(key.as_str()));
+        assert_eq!(deps_file(&settings, &key, ""), None);
+        assert_eq!(deps_file(&settings, &key, "  "), None);
+    }
+
+    #[test]
+    fn lines_round_trip_through_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k-n.deps");
+        let lines = vec![":dep itoa = \"1\"".to_owned(), ":dep ryu".to_owned()];
+        write_lines(&file, &lines).unwrap();
+        assert_eq!(read_lines(&file), Some(lines));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+        std::fs::write(&file, "not json").unwrap();
+        assert_eq!(read_lines(&file), None);
     }
 }
