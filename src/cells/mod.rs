@@ -112,7 +112,8 @@ impl Router {
             .rust_turn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.engine.run_in_background(":clear")?;
+        self.engine
+            .run_in_background(crate::engine::evcxr_contract::CLEAR_COMMAND)?;
         self.state().checkpoint.cleared();
         self.deps.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())

@@ -8,7 +8,7 @@
 //! are left out (they resolve against a working directory of the moment); `:clear` empties
 //! the list, as it empties evcxr's.
 
-use crate::engine::evcxr_contract::is_command_line;
+use crate::engine::evcxr_contract::{CLEAR_COMMAND, is_command_line};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionDeps {
@@ -20,7 +20,7 @@ impl SessionDeps {
     pub fn record(&mut self, code: &str) -> bool {
         let before = self.clone();
         for line in code.lines() {
-            if line.trim() == ":clear" {
+            if line.trim() == CLEAR_COMMAND {
                 self.lines.clear();
             } else if let Some(name) = crate_of(line) {
                 let line = line.trim().to_owned();

@@ -78,6 +78,15 @@ pub fn is_command_line(line: &str) -> bool {
     line.trim_start_matches(' ').starts_with(':')
 }
 
+/// evcxr's command that empties the session (crates, items, variables and
+/// ferrolab's prelude with them).
+pub const CLEAR_COMMAND: &str = ":clear";
+
+/// Whether `code` has a `:clear` line (the whole line, as evcxr reads it).
+pub fn clears_session(code: &str) -> bool {
+    code.lines().any(|line| line.trim() == CLEAR_COMMAND)
+}
+
 /// The `Cargo.lock` of the session's last build: evcxr writes its crate (with
 /// its lock file) a few directories below `EVCXR_TMPDIR`; `target` is skipped.
 pub fn session_cargo_lock() -> Option<PathBuf> {
@@ -268,6 +277,13 @@ mod tests {
         assert!(is_command_line("   :fmt {:?}"));
         assert!(!is_command_line("\t:fmt"));
         assert!(!is_command_line("let a = 1; // :x"));
+    }
+
+    #[test]
+    fn clear_is_an_evcxr_command() {
+        assert!(evcxr_file("command_context.rs").contains(&format!("\"{CLEAR_COMMAND}\",")));
+        assert!(clears_session("let a = 1;\n  :clear  \n"));
+        assert!(!clears_session(":clear_cache\nlet clear = 1;"));
     }
 
     #[test]

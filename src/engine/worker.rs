@@ -1,8 +1,8 @@
 //! The engine thread: owns evcxr's `CommandContext` and serves jobs in order.
 
 use super::{
-    CellRun, CompletionSet, Hover, Job, Shared, build_cleanup, one_compile, prelude, render,
-    run_gate, toolchain,
+    CellRun, CompletionSet, Hover, Job, Shared, build_cleanup, evcxr_contract, one_compile,
+    prelude, render, run_gate, toolchain,
 };
 use crate::kernel::{CellContext, ExecuteOutcome, StreamName};
 use crossbeam_channel::Receiver;
@@ -283,7 +283,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
         let result = self.context.execute(code).map(|_| ());
-        if code.lines().any(|line| line.trim() == ":clear") {
+        if evcxr_contract::clears_session(code) {
             // `:clear` removed the prelude too; the next cell restores it.
             self.needs_prelude = true;
         }
@@ -352,7 +352,7 @@ impl Worker {
         let _ = self.shared.link.take_user_error();
         let _ = self.shared.link.take_times();
         let before: Vec<(String, String)> = self.variables();
-        let clears = code.lines().any(|line| line.trim() == ":clear");
+        let clears = evcxr_contract::clears_session(code);
         let rewritten = self.one_compile_rewrite(code);
         // Content blocks are shown as they come unless evcxr will show the
         // cell's value its own way (then the last one is that value).

@@ -23,7 +23,7 @@ impl CellHooks for CheckpointState {
         cell: &CellContext,
         env: &Env,
     ) -> Result<RustRun, ErrorInfo> {
-        if run.code.lines().any(|line| line.trim() == ":clear") {
+        if crate::engine::evcxr_contract::clears_session(&run.code) {
             self.cleared();
         }
         self.runtime_riding_along = false;
