@@ -725,7 +725,7 @@ def test_build_stage_gets_every_file_cargo_build_reads(parsed):
     needed = {"Cargo.toml", "Cargo.lock", build_script}
     needed |= {os.path.normpath(f"{member}/Cargo.toml") for member in members}
     # Path dependencies and patches (the vendored evcxr) are read by the build too.
-    path_deps = re.findall(r'\bpath\s*=\s*"([^"]+)"', (ROOT / "Cargo.toml").read_text())
+    path_deps = re.findall(r'\{[^}]*\bpath\s*=\s*"([^"]+)"', (ROOT / "Cargo.toml").read_text())
     assert any(p.startswith("vendor/") for p in path_deps)  # the scan found the patch
     needed |= {os.path.normpath(f"{path}/Cargo.toml") for path in path_deps}
     # Files compiled in: include_str!/include_bytes! in the kernel and the crates.
