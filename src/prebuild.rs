@@ -179,8 +179,12 @@ pub fn in_session(lines: &[String]) -> ExitCode {
 
 fn build(lines: &[String]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find ferrolab: {e}"))?;
-    let (context, outputs) = evcxr::EvalContext::with_subprocess_command(Command::new(&exe))
+    let (mut context, outputs) = evcxr::EvalContext::with_subprocess_command(Command::new(&exe))
         .map_err(|e| format!("evcxr could not start: {e}"))?;
+    ferrolab::engine::evcxr_contract::hide_from_analysis(
+        &mut context,
+        &[ferrolab::magics::checkpoint::RUNTIME_CRATE.to_owned()],
+    );
     // The session's own output (there is none to speak of) is drained.
     for channel in [outputs.stdout, outputs.stderr] {
         std::thread::spawn(move || for _ in channel {});

@@ -62,7 +62,8 @@ impl Router {
         let running = ProcessSlot::default();
         let environment = Arc::new(KernelEnvironment::default());
         Router {
-            engine: Engine::new(session),
+            engine: Engine::new(session)
+                .hiding_from_analysis(&[crate::magics::checkpoint::RUNTIME_CRATE]),
             registry: Registry::standard(),
             state: Mutex::new(MagicState::new(running.clone(), environment.clone())),
             rust_turn: Mutex::new(()),

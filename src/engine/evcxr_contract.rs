@@ -87,6 +87,15 @@ pub fn clears_session(code: &str) -> bool {
     code.lines().any(|line| line.trim() == CLEAR_COMMAND)
 }
 
+/// Tells evcxr's rust-analyzer to leave out crates that the kernel adds to
+/// the session and cells never name (the checkpoint runtime), with whatever
+/// only they depend on: adding them then costs no analysis (≈ 1 s of a first
+/// `:dep` cell). `EvalContext::set_analysis_hidden_deps` comes from
+/// ferrolab's patch to the vendored evcxr (`vendor/README.md`).
+pub fn hide_from_analysis(context: &mut evcxr::EvalContext, crates: &[String]) {
+    context.set_analysis_hidden_deps(crates.to_vec());
+}
+
 /// The `Cargo.lock` of the session's last build: evcxr writes its crate (with
 /// its lock file) a few directories below `EVCXR_TMPDIR`; `target` is skipped.
 pub fn session_cargo_lock() -> Option<PathBuf> {

@@ -138,6 +138,8 @@ struct Shared {
     /// [`worker::IDLE_NOTICE`] after it became ready (shared with the handle,
     /// which may set it before or after the start).
     idle_hook: IdleHook,
+    /// Crates rust-analyzer is not given (see `Engine::hiding_from_analysis`).
+    analysis_hidden: Vec<String>,
 }
 
 type IdleHook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
@@ -271,6 +273,7 @@ pub struct Engine {
     /// Holds the link socket when there is no session directory.
     fallback_dir: OnceLock<tempfile::TempDir>,
     idle_hook: IdleHook,
+    analysis_hidden: Vec<String>,
 }
 
 impl Engine {
@@ -284,7 +287,15 @@ impl Engine {
             session,
             fallback_dir: OnceLock::new(),
             idle_hook: IdleHook::default(),
+            analysis_hidden: Vec::new(),
         }
+    }
+
+    /// Crates the kernel adds to the session that cells never name (see
+    /// `evcxr_contract::hide_from_analysis`). Before [`start`](Self::start).
+    pub fn hiding_from_analysis(mut self, crates: &[&str]) -> Self {
+        self.analysis_hidden = crates.iter().map(|name| (*name).to_owned()).collect();
+        self
     }
 
     fn link_path(&self) -> std::io::Result<std::path::PathBuf> {
@@ -333,6 +344,7 @@ impl Engine {
             runtime_killed: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             idle_hook: self.idle_hook.clone(),
+            analysis_hidden: self.analysis_hidden.clone(),
         });
         if let Err(error) = build_log::capture(shared.progress.clone()) {
             log::warn!("cannot capture cargo progress: {error}");

@@ -192,11 +192,12 @@ impl Worker {
         // dies with the kernel, and the reaper ends its group then.
         crate::os::process_tree::reaper::enroll(&mut command);
         let started = std::time::Instant::now();
-        let (eval_context, outputs) = catch_unwind(AssertUnwindSafe(|| {
+        let (mut eval_context, outputs) = catch_unwind(AssertUnwindSafe(|| {
             EvalContext::with_subprocess_command(command)
         }))
         .map_err(|_| "evcxr panicked while starting".to_owned())?
         .map_err(|error| toolchain::explain_start_failure(&error.to_string()))?;
+        evcxr_contract::hide_from_analysis(&mut eval_context, &shared.analysis_hidden);
         log::info!(
             "evcxr context (with its warm-up compile) in {:.2?}",
             started.elapsed()

@@ -22,7 +22,7 @@ mod signature;
 pub mod state;
 mod trust;
 
-pub use runtime::{dep_line, piggyback, write_build_profile};
+pub use runtime::{CRATE_NAME as RUNTIME_CRATE, dep_line, piggyback, write_build_profile};
 pub use state::{CheckpointState, Env};
 
 use super::args;

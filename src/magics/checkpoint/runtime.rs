@@ -112,6 +112,10 @@ fn write_crate() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The runtime's crate name in the session. Cells never name it (only
+/// ferrolab's generated code does), so rust-analyzer is not given it.
+pub const CRATE_NAME: &str = "ferrolab_checkpoint";
+
 /// The `:dep` line that adds the runtime.
 pub fn dep_line() -> Result<String, ErrorInfo> {
     let dir = write_crate().map_err(|e| {

@@ -622,6 +622,14 @@ impl EvalContext {
         std::fs::read_to_string(self.state().config.src_dir().join("lib.rs"))
     }
 
+    /// ferrolab patch: dependencies (crate names) that the session's own code never names, such as a
+    /// runtime an embedder adds alongside the user's crates: rust-analyzer, which
+    /// evcxr asks for variable types and completions, is not given them (nor what
+    /// only they depend on), so adding them costs it nothing.
+    pub fn set_analysis_hidden_deps(&mut self, names: Vec<String>) {
+        self.analyzer.set_hidden_deps(names);
+    }
+
     pub fn set_opt_level(&mut self, level: &str) -> Result<(), Error> {
         self.committed_state.set_opt_level(level)
     }

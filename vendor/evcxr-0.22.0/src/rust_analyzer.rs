@@ -55,6 +55,7 @@ pub(crate) struct RustAnalyzer {
     source_file: AbsPathBuf,
     source_file_id: FileId,
     current_source: String,
+    hidden_deps: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -101,6 +102,47 @@ fn source_roots(roots: &[ra_ap_project_model::PackageRoot], vfs: &ra_vfs::Vfs) -
         .collect()
 }
 
+/// ferrolab patch: the directories of the packages that the workspace's members reach
+/// only through one of their `hidden` dependencies. Their files are not loaded and
+/// their crates are not in the crate graph (rust-analyzer skips a crate whose root
+/// file it was not given, and the edges to it).
+fn hidden_package_dirs(workspace: &ProjectWorkspace, hidden: &[String]) -> Vec<AbsPathBuf> {
+    let ra_ap_project_model::ProjectWorkspaceKind::Cargo { cargo, .. } = &workspace.kind else {
+        return Vec::new();
+    };
+    if hidden.is_empty() {
+        return Vec::new();
+    }
+    let is_hidden = |name: &str| {
+        hidden
+            .iter()
+            .any(|h| h.replace('-', "_") == name.replace('-', "_"))
+    };
+    let mut reached = std::collections::HashSet::new();
+    let mut stack: Vec<_> = cargo.packages().filter(|p| cargo[*p].is_member).collect();
+    while let Some(package) = stack.pop() {
+        if !reached.insert(package) {
+            continue;
+        }
+        for dep in &cargo[package].dependencies {
+            if !(cargo[package].is_member && is_hidden(&dep.name)) {
+                stack.push(dep.pkg);
+            }
+        }
+    }
+    let kept: Vec<AbsPathBuf> = reached
+        .iter()
+        .map(|p| cargo[*p].manifest.parent().to_path_buf())
+        .collect();
+    cargo
+        .packages()
+        .filter(|p| !reached.contains(p))
+        .map(|p| cargo[p].manifest.parent().to_path_buf())
+        // Never a directory that holds a package still analysed.
+        .filter(|dir| !kept.iter().any(|k| k.starts_with(dir)))
+        .collect()
+}
+
 impl RustAnalyzer {
     pub(crate) fn new(root_directory: &Path) -> Result<RustAnalyzer> {
         use ra_vfs::loader::Handle;
@@ -134,6 +176,7 @@ impl RustAnalyzer {
             source_file,
             source_file_id,
             current_source: String::new(),
+            hidden_deps: Vec::new(),
         })
     }
 
@@ -243,7 +286,15 @@ impl RustAnalyzer {
             ..CargoConfig::default()
         };
         let workspace = ProjectWorkspace::load(manifest, &config, &|_| {})?;
-        let roots = workspace.to_roots();
+        let hidden = hidden_package_dirs(&workspace, &self.hidden_deps);
+        let mut roots = workspace.to_roots();
+        roots.retain(|root| {
+            root.include.is_empty()
+                || !root
+                    .include
+                    .iter()
+                    .all(|dir| hidden.iter().any(|h| dir.starts_with(h)))
+        });
         let load = roots
             .iter()
             .map(|root| {
@@ -295,6 +346,9 @@ impl RustAnalyzer {
         change.set_roots(source_roots(&roots, &self.vfs));
         let (crate_graph, _) = workspace.to_crate_graph(
             &mut |path| {
+                if hidden.iter().any(|h| path.starts_with(h)) {
+                    return None;
+                }
                 self.vfs
                     .file_id(&path.to_path_buf().into())
                     .map(|(id, _)| id)
@@ -304,6 +358,13 @@ impl RustAnalyzer {
 
         change.set_crate_graph(crate_graph);
         Ok(())
+    }
+
+    /// ferrolab patch: dependencies (crate names) that code in the session never names,
+    /// such as a runtime the embedder adds: rust-analyzer is not given them, nor what only
+    /// they depend on. Applies from the next change of Cargo.toml.
+    pub(crate) fn set_hidden_deps(&mut self, names: Vec<String>) {
+        self.hidden_deps = names;
     }
 
     fn cargo_toml_filename(&self) -> AbsPathBuf {
