@@ -291,7 +291,7 @@ impl Engine {
         }
     }
 
-    /// Crates the kernel adds to the session that cells never name (see
+    /// Crates the kernel adds to the session for its own generated code (see
     /// `evcxr_contract::hide_from_analysis`). Before [`start`](Self::start).
     pub fn hiding_from_analysis(mut self, crates: &[&str]) -> Self {
         self.analysis_hidden = crates.iter().map(|name| (*name).to_owned()).collect();

@@ -378,7 +378,7 @@ def test_rust_analyzer_is_not_given_the_checkpoint_runtime_but_the_users_crates(
     assert outcome.result_text() == "0"
     assert kernel.execute('ferrolab_checkpoint::manifest::is_identifier("x")').result_text() == "true"
     # rust-analyzer (completions, the types of new variables) knows the user's
-    # crate, and is not given the runtime: analysing it cost ≈ 0.5 s of every
+    # crate, and is not given the runtime: analysing it cost ≈ 0.7 s of every
     # first :dep cell.
     def matches(code):
         reply = kernel.client.complete(code, cursor_pos=len(code), reply=True, timeout=TIMEOUT)["content"]

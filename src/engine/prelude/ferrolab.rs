@@ -235,7 +235,9 @@ macro_rules! __checkpoint {
     (@save $force:expr; $($var:ident),+ ; $($metric:ident = $value:expr),* ; $($file:expr),*) => {{
         #[allow(unused_imports)]
         use ferrolab_checkpoint::{ViaNothing as _, ViaSerde as _};
-        match ferrolab_checkpoint::in_cell::begin($force) {
+        // Typed here: rust-analyzer, which gives evcxr the type of a `let`
+        // bound to this, is not given the runtime crate.
+        let __ferrolab_saved: bool = match ferrolab_checkpoint::in_cell::begin($force) {
             Some(mut __save) => {
                 $(
                     let __ty = __save.type_of(stringify!($var), std::any::type_name_of_val(&$var));
@@ -246,7 +248,8 @@ macro_rules! __checkpoint {
                 __save.finish()
             }
             None => false,
-        }
+        };
+        __ferrolab_saved
     }};
     ($force:expr; $($var:ident),+ ; files = [$($file:expr),* $(,)?] $(,)?) => {{
         crate::ferrolab::__checkpoint!(@save $force; $($var),+ ; ; $($file),*)

@@ -112,8 +112,9 @@ fn write_crate() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The runtime's crate name in the session. Cells never name it (only
-/// ferrolab's generated code does), so rust-analyzer is not given it.
+/// The runtime's crate name in the session (its package name, `_` for `-`).
+/// ferrolab's generated code names it and gives every variable's type
+/// itself, so rust-analyzer is not given it.
 pub const CRATE_NAME: &str = "ferrolab_checkpoint";
 
 /// The `:dep` line that adds the runtime.
@@ -220,5 +221,30 @@ pub fn ensure(
                 error.evalue
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hidden_crate_name_is_the_runtimes_package_and_its_dep_line() {
+        let manifest = SOURCES
+            .iter()
+            .find(|(path, _)| *path == "Cargo.toml")
+            .map(|(_, text)| *text)
+            .unwrap();
+        let package = manifest
+            .lines()
+            .find_map(|line| line.strip_prefix("name = "))
+            .map(|name| name.trim().trim_matches('"'))
+            .unwrap();
+        assert_eq!(package.replace('-', "_"), CRATE_NAME);
+        assert!(
+            dep_line()
+                .unwrap()
+                .starts_with(&format!(":dep {package} = {{ path = "))
+        );
     }
 }

@@ -105,8 +105,15 @@ fn source_roots(roots: &[ra_ap_project_model::PackageRoot], vfs: &ra_vfs::Vfs) -
 /// ferrolab patch: the directories of the packages that the workspace's members reach
 /// only through one of their `hidden` dependencies. Their files are not loaded and
 /// their crates are not in the crate graph (rust-analyzer skips a crate whose root
-/// file it was not given, and the edges to it).
-fn hidden_package_dirs(workspace: &ProjectWorkspace, hidden: &[String]) -> Vec<AbsPathBuf> {
+/// file it was not given, and the edges to it). A directory that holds anything still
+/// analysed is never one of them: a reached package's directory or target root, or a
+/// directory loaded for the standard library (whose own dependencies come from the same
+/// registry; its roots follow the workspace's packages' in `roots`).
+fn hidden_package_dirs(
+    workspace: &ProjectWorkspace,
+    roots: &[ra_ap_project_model::PackageRoot],
+    hidden: &[String],
+) -> Vec<AbsPathBuf> {
     let ra_ap_project_model::ProjectWorkspaceKind::Cargo { cargo, .. } = &workspace.kind else {
         return Vec::new();
     };
@@ -130,15 +137,26 @@ fn hidden_package_dirs(workspace: &ProjectWorkspace, hidden: &[String]) -> Vec<A
             }
         }
     }
-    let kept: Vec<AbsPathBuf> = reached
-        .iter()
-        .map(|p| cargo[*p].manifest.parent().to_path_buf())
-        .collect();
+    let mut kept: Vec<AbsPathBuf> = Vec::new();
+    for package in &reached {
+        kept.push(cargo[*package].manifest.parent().to_path_buf());
+        kept.extend(
+            cargo[*package]
+                .targets
+                .iter()
+                .map(|t| cargo[*t].root.clone()),
+        );
+    }
+    kept.extend(
+        roots
+            .iter()
+            .skip(cargo.packages().len())
+            .flat_map(|root| root.include.iter().cloned()),
+    );
     cargo
         .packages()
         .filter(|p| !reached.contains(p))
         .map(|p| cargo[p].manifest.parent().to_path_buf())
-        // Never a directory that holds a package still analysed.
         .filter(|dir| !kept.iter().any(|k| k.starts_with(dir)))
         .collect()
 }
@@ -286,8 +304,8 @@ impl RustAnalyzer {
             ..CargoConfig::default()
         };
         let workspace = ProjectWorkspace::load(manifest, &config, &|_| {})?;
-        let hidden = hidden_package_dirs(&workspace, &self.hidden_deps);
         let mut roots = workspace.to_roots();
+        let hidden = hidden_package_dirs(&workspace, &roots, &self.hidden_deps);
         roots.retain(|root| {
             root.include.is_empty()
                 || !root
