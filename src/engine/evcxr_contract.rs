@@ -91,8 +91,9 @@ pub fn clears_session(code: &str) -> bool {
 /// the session for its own generated code (the checkpoint runtime), with
 /// whatever only they depend on: adding them then costs no analysis (≈ 0.7 s
 /// of a first `:dep` cell, and ≈ 45 MiB). A cell may still name them (the
-/// compiler sees them); completion does not offer them. `EvalContext::set_analysis_hidden_deps` comes from
-/// ferrolab's patch to the vendored evcxr (`vendor/README.md`).
+/// compiler sees them); completion does not offer them.
+/// `EvalContext::set_analysis_hidden_deps` comes from ferrolab's patch to the
+/// vendored evcxr (`vendor/README.md`).
 pub fn hide_from_analysis(context: &mut evcxr::EvalContext, crates: &[String]) {
     context.set_analysis_hidden_deps(crates.to_vec());
 }
