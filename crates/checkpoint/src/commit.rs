@@ -15,7 +15,9 @@
 
 use crate::crash;
 use crate::hash::HashingWriter;
-use crate::manifest::{self, FileEntry, MANIFEST, Manifest};
+#[cfg(feature = "kernel")]
+use crate::manifest;
+use crate::manifest::{FileEntry, MANIFEST, Manifest};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -135,8 +137,7 @@ impl Stage {
         manifest.files = self.files.clone();
         let number = next_number(&self.root)?;
         manifest.name = name_for(number);
-        let text = serde_json::to_vec_pretty(&manifest.to_json())
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let text = manifest.to_json().pretty(2).into_bytes();
         let temp = self.dir.join(format!("{MANIFEST}.tmp"));
         {
             let mut file = create_private_file(&temp)?;
@@ -156,8 +157,7 @@ impl Stage {
             // Another kernel took this number in the meantime.
             number = next_number(&self.root)?.max(number + 1);
             manifest.name = name_for(number);
-            let text = serde_json::to_vec_pretty(&manifest.to_json())
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            let text = manifest.to_json().pretty(2).into_bytes();
             replace_file(&self.dir.join(MANIFEST), &text)?;
         };
         fs::rename(&self.dir, &final_dir)?;
@@ -317,12 +317,14 @@ impl Listed {
 /// Every `ckpt-*` directory under `root`, oldest first. A manifest that does
 /// not parse or validate, or files of the wrong size (or hash, with `depth`),
 /// make the entry invalid with the reason. A missing root lists nothing.
+#[cfg(feature = "kernel")]
 pub fn list(root: &Path, depth: manifest::Depth) -> io::Result<Vec<Listed>> {
     list_with(root, depth, &|| false)
 }
 
 /// [`list`], asking `cancel` while hashing; a cancelled listing is an
 /// `Interrupted` error.
+#[cfg(feature = "kernel")]
 pub fn list_with(
     root: &Path,
     depth: manifest::Depth,
@@ -417,7 +419,9 @@ pub fn sweep(root: &Path) -> usize {
     removed
 }
 
-#[cfg(test)]
+// The tests use what only the kernel has (listing, verifying); every
+// workspace test build turns `kernel` on.
+#[cfg(all(test, feature = "kernel"))]
 mod tests {
     use super::*;
     use crate::manifest::Depth;

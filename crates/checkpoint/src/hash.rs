@@ -5,10 +5,54 @@
 //! through a symlink, never a FIFO or device, which could block or never end),
 //! never more than the size the manifest records, and the caller's `cancel`
 //! is asked between blocks so an interrupt stops a long hash.
+//!
+//! Two SHA-256 implementations give the same digests (tested): sha2, which
+//! uses the CPU's SHA instructions, in the kernel (feature `kernel`), and
+//! hmac-sha256, portable and without dependencies, in the notebook session,
+//! where every dependency lengthens the user's first `:dep` build.
 
-use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::path::Path;
+
+/// SHA-256 in progress.
+pub struct Sha256 {
+    #[cfg(feature = "kernel")]
+    inner: sha2::Sha256,
+    #[cfg(not(feature = "kernel"))]
+    inner: hmac_sha256::Hash,
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha256 {
+    pub fn new() -> Self {
+        #[cfg(feature = "kernel")]
+        let inner = <sha2::Sha256 as sha2::Digest>::new();
+        #[cfg(not(feature = "kernel"))]
+        let inner = hmac_sha256::Hash::new();
+        Sha256 { inner }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        #[cfg(feature = "kernel")]
+        sha2::Digest::update(&mut self.inner, bytes);
+        #[cfg(not(feature = "kernel"))]
+        self.inner.update(bytes);
+    }
+
+    /// The digest as 64 lowercase hex digits.
+    pub fn finish_hex(self) -> String {
+        #[cfg(feature = "kernel")]
+        let digest = sha2::Digest::finalize(self.inner);
+        #[cfg(not(feature = "kernel"))]
+        let digest = self.inner.finalize();
+        to_hex(&digest)
+    }
+}
 
 /// Counts and hashes the bytes that pass through to `inner`.
 pub struct HashingWriter<W: Write> {
@@ -46,7 +90,7 @@ impl<W: Write> HashingWriter<W> {
 
     /// The inner writer, the byte count and the hex digest.
     pub fn finish(self) -> (W, u64, String) {
-        (self.inner, self.bytes, to_hex(&self.hasher.finalize()))
+        (self.inner, self.bytes, self.hasher.finish_hex())
     }
 }
 
@@ -79,7 +123,7 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
         hasher.update(&buffer[..read]);
         bytes += read as u64;
     }
-    Ok((bytes, to_hex(&hasher.finalize())))
+    Ok((bytes, hasher.finish_hex()))
 }
 
 /// Why a listed file could not be hashed.
@@ -107,6 +151,7 @@ impl std::fmt::Display for HashProblem {
 
 /// Opens `path` only if it is a regular file reached without following a
 /// symlink in its last component; never blocks on a FIFO.
+#[cfg(feature = "kernel")]
 pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64), HashProblem> {
     use std::os::unix::fs::OpenOptionsExt;
     let before = std::fs::symlink_metadata(path).map_err(|e| HashProblem::Io(e.to_string()))?;
@@ -132,6 +177,7 @@ pub fn open_regular(path: &Path) -> Result<(std::fs::File, u64), HashProblem> {
 
 /// SHA-256 of a listed file: a regular file of exactly `expected` bytes, read
 /// in blocks with `cancel` asked between them.
+#[cfg(feature = "kernel")]
 pub fn hash_listed(
     path: &Path,
     expected: u64,
@@ -161,7 +207,7 @@ pub fn hash_listed(
     if bytes != expected {
         return Err(HashProblem::Size(bytes));
     }
-    Ok(to_hex(&hasher.finalize()))
+    Ok(hasher.finish_hex())
 }
 
 fn to_hex(digest: &[u8]) -> String {
@@ -172,9 +218,33 @@ fn to_hex(digest: &[u8]) -> String {
     })
 }
 
-#[cfg(test)]
+// The tests use what only the kernel has (listing, verifying); every
+// workspace test build turns `kernel` on.
+#[cfg(all(test, feature = "kernel"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernels_and_the_sessions_hashers_agree() {
+        // Lengths around the 64-byte block and its padding boundary, and
+        // data fed in uneven pieces.
+        let data: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 5000] {
+            let mut kernel = Sha256::new();
+            for piece in data[..len].chunks(37) {
+                kernel.update(piece);
+            }
+            let mut session = hmac_sha256::Hash::new();
+            session.update(&data[..len]);
+            assert_eq!(
+                kernel.finish_hex(),
+                to_hex(&session.finalize()),
+                "{len} bytes"
+            );
+        }
+    }
 
     #[test]
     fn writer_and_file_hash_agree_with_the_known_vector() {

@@ -8,9 +8,9 @@
 //! stops the training loop.
 
 use crate::commit::Stage;
-use crate::manifest::{Manifest, Status, UserFile};
+use crate::manifest::{Manifest, Status, UserFile, string_map};
 use crate::vars::VarWriter;
-use serde_json::{Value, json};
+use jzon::{JsonValue, object};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -45,30 +45,20 @@ pub struct Settings {
     pub environment: BTreeMap<String, String>,
 }
 
-fn string_map(value: &Value) -> BTreeMap<String, String> {
-    value
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Settings {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "dir": self.dir,
+    pub fn to_json(&self) -> JsonValue {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        object! {
+            "dir": path(&self.dir),
             "every_secs": self.every_secs,
             "last_commit_unix": self.last_commit_unix,
-            "types": self.types,
-            "session_dir": self.session_dir,
-            "environment": self.environment,
-        })
+            "types": self.types.clone(),
+            "session_dir": self.session_dir.as_deref().map(path),
+            "environment": self.environment.clone(),
+        }
     }
 
-    pub fn from_json(value: &Value) -> Settings {
+    pub fn from_json(value: &JsonValue) -> Settings {
         Settings {
             dir: value["dir"]
                 .as_str()
@@ -86,8 +76,8 @@ impl Settings {
     pub fn current() -> Settings {
         let value = std::env::var_os(STATE_ENV)
             .and_then(|path| std::fs::read_to_string(path).ok())
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or(Value::Null);
+            .and_then(|text| jzon::parse(&text).ok())
+            .unwrap_or(JsonValue::Null);
         Settings::from_json(&value)
     }
 }

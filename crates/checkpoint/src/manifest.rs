@@ -1,15 +1,17 @@
 //! `MANIFEST.json`: what a checkpoint holds, and the check that makes it valid.
 //!
-//! Converted to and from JSON by hand (through `serde_json::Value`) so the
-//! session build needs no proc macros. Unknown fields are ignored, so a newer
+//! Converted to and from JSON by hand (through `jzon::JsonValue`, whose
+//! objects keep their keys in order and whose parser refuses nesting deeper
+//! than 512 without recursing) so the session build needs no proc macros. Unknown fields are ignored, so a newer
 //! kernel can add some; `schema` changes only when old readers would misread.
 //!
 //! A manifest is data, never trusted code: [`Manifest::validate`] accepts only
 //! variable names that are Rust identifiers and paths that stay inside the
 //! checkpoint, each listed in the file table (so each is hash-checked).
 
+#[cfg(feature = "kernel")]
 use crate::hash::{HashProblem, hash_listed};
-use serde_json::{Map, Value, json};
+use jzon::{JsonValue, object};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -95,68 +97,62 @@ impl Manifest {
         self.variables.iter().filter(|v| v.status == Status::Saved)
     }
 
-    pub fn to_json(&self) -> Value {
-        let variables: Vec<Value> = self
+    pub fn to_json(&self) -> JsonValue {
+        let variables: Vec<JsonValue> = self
             .variables
             .iter()
             .map(|v| {
-                json!({"name": v.name, "type": v.ty, "status": v.status.as_str(),
-                       "reason": v.reason, "file": v.file})
+                object! {"name": v.name.as_str(), "type": v.ty.as_str(),
+                "status": v.status.as_str(), "reason": v.reason.as_deref(),
+                "file": v.file.as_deref()}
             })
             .collect();
-        let files: Vec<Value> = self
+        let files: Vec<JsonValue> = self
             .files
             .iter()
-            .map(|f| json!({"path": f.path, "size": f.size, "sha256": f.sha256}))
+            .map(|f| object! {"path": f.path.as_str(), "size": f.size, "sha256": f.sha256.as_str()})
             .collect();
-        let user_files: Vec<Value> = self
+        let user_files: Vec<JsonValue> = self
             .user_files
             .iter()
-            .map(|f| json!({"original": f.original, "stored": f.stored}))
+            .map(|f| object! {"original": f.original.as_str(), "stored": f.stored.as_str()})
             .collect();
-        json!({
+        object! {
             "schema": SCHEMA,
             "format": "ferrolab-checkpoint",
-            "name": self.name,
+            "name": self.name.as_str(),
             "created_unix": self.created_unix,
-            "origin": self.origin,
+            "origin": self.origin.as_str(),
             "variables": variables,
             "files": files,
             "user_files": user_files,
-            "metrics": self.metrics,
-            "environment": self.environment,
-        })
+            "metrics": self.metrics.clone(),
+            "environment": self.environment.clone(),
+        }
     }
 
-    pub fn from_json(value: &Value) -> Result<Manifest, String> {
-        let object = value
-            .as_object()
-            .ok_or("the manifest is not a JSON object")?;
-        if object.get("format").and_then(Value::as_str) != Some("ferrolab-checkpoint") {
+    pub fn from_json(value: &JsonValue) -> Result<Manifest, String> {
+        if !value.is_object() {
+            return Err("the manifest is not a JSON object".into());
+        }
+        if value["format"].as_str() != Some("ferrolab-checkpoint") {
             return Err("not a ferrolab checkpoint manifest".into());
         }
-        let schema = object.get("schema").and_then(Value::as_u64).unwrap_or(0);
+        let schema = value["schema"].as_u64().unwrap_or(0);
         if schema != SCHEMA {
             return Err(format!(
                 "manifest schema {schema} is not supported (this ferrolab reads {SCHEMA})"
             ));
         }
-        let text = |o: &Map<String, Value>, key: &str| -> Result<String, String> {
-            o.get(key)
-                .and_then(Value::as_str)
+        let text = |o: &JsonValue, key: &str| -> Result<String, String> {
+            o[key]
+                .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| format!("manifest field `{key}` is missing"))
         };
-        let opt_text = |o: &Map<String, Value>, key: &str| {
-            o.get(key).and_then(Value::as_str).map(str::to_owned)
-        };
-        let list = |key: &str| -> Vec<&Map<String, Value>> {
-            object
-                .get(key)
-                .and_then(Value::as_array)
-                .map(|items| items.iter().filter_map(Value::as_object).collect())
-                .unwrap_or_default()
-        };
+        let opt_text = |o: &JsonValue, key: &str| o[key].as_str().map(str::to_owned);
+        // The objects of the array `key` (anything else in it is ignored).
+        let list = |key: &str| value[key].members().filter(|item| item.is_object());
         let mut variables = Vec::new();
         for v in list("variables") {
             let status = text(v, "status")?;
@@ -173,9 +169,8 @@ impl Manifest {
         for f in list("files") {
             files.push(FileEntry {
                 path: text(f, "path")?,
-                size: f
-                    .get("size")
-                    .and_then(Value::as_u64)
+                size: f["size"]
+                    .as_u64()
                     .ok_or("manifest file entry without a size")?,
                 sha256: text(f, "sha256")?,
             });
@@ -187,38 +182,29 @@ impl Manifest {
                 stored: text(f, "stored")?,
             });
         }
-        let metrics = object
-            .get("metrics")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let environment = object
-            .get("environment")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let metrics = value["metrics"]
+            .entries()
+            .filter_map(|(k, v)| Some((k.to_owned(), v.as_f64()?)))
+            .collect();
         Ok(Manifest {
-            name: text(object, "name")?,
-            created_unix: object
-                .get("created_unix")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
-            origin: opt_text(object, "origin").unwrap_or_default(),
+            name: text(value, "name")?,
+            created_unix: value["created_unix"].as_f64().unwrap_or(0.0),
+            origin: opt_text(value, "origin").unwrap_or_default(),
             variables,
             files,
             user_files,
             metrics,
-            environment,
+            environment: string_map(&value["environment"]),
         })
     }
+}
+
+/// The string members of a JSON object (nothing for anything else).
+pub fn string_map(value: &JsonValue) -> BTreeMap<String, String> {
+    value
+        .entries()
+        .filter_map(|(k, v)| Some((k.to_owned(), v.as_str()?.to_owned())))
+        .collect()
 }
 
 /// How a saved user file is recorded (its restore target): relative to the
@@ -352,12 +338,14 @@ pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 /// Reads, parses and validates `dir/MANIFEST.json` (a regular file, never
 /// through a symlink, at most [`MAX_MANIFEST_BYTES`]).
+#[cfg(feature = "kernel")]
 pub fn read(dir: &Path) -> Result<Manifest, String> {
     let text = read_text(dir)?;
     parse(&text)
 }
 
 /// The manifest's text (see [`read`] for what is refused).
+#[cfg(feature = "kernel")]
 pub fn read_text(dir: &Path) -> Result<String, String> {
     use std::io::Read;
     let path = dir.join(MANIFEST);
@@ -382,8 +370,7 @@ pub fn read_text(dir: &Path) -> Result<String, String> {
 
 /// Parses and validates manifest text.
 pub fn parse(text: &str) -> Result<Manifest, String> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("MANIFEST.json does not parse: {e}"))?;
+    let value = jzon::parse(text).map_err(|e| format!("MANIFEST.json does not parse: {e}"))?;
     let manifest = Manifest::from_json(&value)?;
     manifest.validate()?;
     Ok(manifest)
@@ -402,6 +389,7 @@ pub enum Depth {
 /// valid). Only regular files are looked at, never through a symlink; with
 /// [`Depth::Hashes`], at most each file's recorded size is read and `cancel`
 /// is asked between blocks (a cancelled check reports `interrupted`).
+#[cfg(feature = "kernel")]
 pub fn check(
     dir: &Path,
     manifest: &Manifest,
@@ -451,6 +439,7 @@ pub fn check(
 }
 
 /// Every folder between `dir` and `rel`'s last part is a real directory.
+#[cfg(feature = "kernel")]
 fn parents_are_directories(dir: &Path, rel: &str) -> bool {
     let mut current = dir.to_owned();
     let parts: Vec<&str> = rel.split('/').collect();
@@ -464,7 +453,9 @@ fn parents_are_directories(dir: &Path, rel: &str) -> bool {
     true
 }
 
-#[cfg(test)]
+// The tests use what only the kernel has (listing, verifying); every
+// workspace test build turns `kernel` on.
+#[cfg(all(test, feature = "kernel"))]
 mod tests {
     use super::*;
 
@@ -504,8 +495,52 @@ mod tests {
                 .into_iter()
                 .collect(),
         };
-        let back = Manifest::from_json(&manifest.to_json()).unwrap();
+        let text = manifest.to_json().pretty(2);
+        let back = Manifest::from_json(&jzon::parse(&text).unwrap()).unwrap();
         assert_eq!(back, manifest);
+        // The keys are written in a fixed order, `schema` first.
+        assert!(
+            text.starts_with("{\n  \"schema\": 1,\n  \"format\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_diverging_metric_is_written_as_null_and_left_out_on_reading() {
+        let manifest = Manifest {
+            name: "ckpt-000001".into(),
+            metrics: [("loss".to_owned(), f64::NAN), ("acc".to_owned(), 0.5)]
+                .into_iter()
+                .collect(),
+            ..Manifest::default()
+        };
+        let text = manifest.to_json().dump();
+        assert!(text.contains("\"loss\":null"), "{text}");
+        let back = parse(&text).unwrap();
+        assert_eq!(back.metrics.get("acc"), Some(&0.5));
+        assert_eq!(back.metrics.get("loss"), None);
+    }
+
+    #[test]
+    fn hostile_text_is_refused_without_crashing() {
+        // Nesting a recursive parser would overflow the stack on.
+        let deep = "[".repeat(1 << 20);
+        assert!(parse(&deep).unwrap_err().contains("does not parse"));
+        let deep_object = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert!(parse(&deep_object).unwrap_err().contains("does not parse"));
+        // Sizes must be whole, non-negative numbers.
+        let mut value = Manifest::default().to_json();
+        value["name"] = "ckpt-000001".into();
+        for size in ["1.5", "-1", "\"9\"", "1e400"] {
+            value["files"] = jzon::parse(&format!(
+                r#"[{{"path": "vars/x.msgpack", "size": {size}, "sha256": "00"}}]"#
+            ))
+            .unwrap_or(JsonValue::Null);
+            if value["files"].is_null() {
+                continue;
+            }
+            assert!(Manifest::from_json(&value).is_err(), "size {size} accepted");
+        }
     }
 
     #[test]
@@ -626,9 +661,9 @@ mod tests {
 
     #[test]
     fn foreign_json_and_other_schemas_are_refused() {
-        assert!(Manifest::from_json(&json!({"name": "x"})).is_err());
+        assert!(Manifest::from_json(&object! {"name": "x"}).is_err());
         let mut value = Manifest::default().to_json();
-        value["schema"] = json!(99);
+        value["schema"] = 99.into();
         assert!(
             Manifest::from_json(&value)
                 .unwrap_err()

@@ -110,7 +110,7 @@ impl VarWriter {
             files: self.files.clone(),
             ..Default::default()
         };
-        manifest.to_json().to_string()
+        manifest.to_json().dump()
     }
 
     /// Writes [`report_json`](Self::report_json) to `path` (fsynced).
@@ -119,6 +119,12 @@ impl VarWriter {
         file.write_all(self.report_json().as_bytes())?;
         file.sync_all()
     }
+}
+
+/// Reads back what [`VarWriter::report_json`] wrote (the kernel's side).
+pub fn parse_report(text: &str) -> Result<crate::Manifest, String> {
+    let value = jzon::parse(text).map_err(|e| format!("it does not parse: {e}"))?;
+    crate::Manifest::from_json(&value)
 }
 
 /// Variable names are Rust identifiers; keep anything else out of paths.

@@ -66,7 +66,7 @@ pub fn prepare(engine: &Engine, state: &mut CheckpointState, env: &Env) {
         environment: state.kernel_environment.manifest_entries(),
     };
     let file = scratch.join("state.json");
-    if let Err(error) = std::fs::write(&file, settings.to_json().to_string()) {
+    if let Err(error) = std::fs::write(&file, settings.to_json().dump()) {
         log::warn!("checkpoint state file: {error}");
         return;
     }

@@ -161,9 +161,8 @@ pub fn run_variables(
             "the session did not report what it saved ({e}); nothing was committed"
         ))
     })?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| error(format!("the session's save report does not parse: {e}")))?;
-    Manifest::from_json(&value).map_err(error)
+    ferrolab_checkpoint::vars::parse_report(&text)
+        .map_err(|e| error(format!("the session's save report is not one: {e}")))
 }
 
 /// Files a save keeps about the session (deps, items, journal, Cargo.lock).
