@@ -228,19 +228,23 @@ def interrupt_latency(manager, client, code, timeout=120):
     return answered
 
 
-def kernel_info_rate(client, count=500):
+def kernel_info_rate(client, count=500, patience=60):
     """kernel_info requests answered per second when `count` are sent at once
-    (each also publishes busy and idle, which the client reads as they come)."""
+    (each also publishes busy and idle, which the client reads as they come).
+    A kernel that drops some (ipykernel once did, here) is rated by the replies
+    that came within `patience` seconds, and the shortfall is printed."""
     start = time.perf_counter()
     wanted = {client.kernel_info() for _ in range(count)}
-    while wanted:
+    while wanted and time.perf_counter() - start < patience:
         while client.iopub_channel.msg_ready():
             client.get_iopub_msg(timeout=30)
         if client.shell_channel.msg_ready():
             wanted.discard(client.get_shell_msg(timeout=30)["parent_header"].get("msg_id"))
         else:
             time.sleep(0.0002)
-    return count / (time.perf_counter() - start)
+    if wanted:
+        print(f"  note: {len(wanted)} of {count} kernel_info requests got no reply within {patience} s")
+    return (count - len(wanted)) / (time.perf_counter() - start)
 
 
 def one_round(name, with_memory):
