@@ -263,7 +263,32 @@ pub fn short_type_name(full: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::short_type_name;
+    use super::{Settings, short_type_name};
+    use std::path::PathBuf;
+
+    #[test]
+    fn settings_the_kernel_writes_are_what_the_session_reads() {
+        let settings = Settings {
+            dir: PathBuf::from("/data/run \"7\"/checkpoints"),
+            every_secs: 90.5,
+            last_commit_unix: 1_796_315_083.25,
+            types: [("model".to_owned(), "Vec<(String, f32)>".to_owned())]
+                .into_iter()
+                .collect(),
+            session_dir: Some(PathBuf::from("/tmp/ses\u{e9}sion")),
+            environment: [("rustc".to_owned(), "1.95.0\nline".to_owned())]
+                .into_iter()
+                .collect(),
+        };
+        let text = settings.to_json().dump();
+        let back = Settings::from_json(&jzon::parse(&text).unwrap());
+        assert_eq!(back, settings);
+        // Missing or foreign fields fall back to the defaults.
+        let defaults = Settings::from_json(&jzon::parse("{\"every_secs\": \"soon\"}").unwrap());
+        assert_eq!(defaults.every_secs, super::DEFAULT_EVERY_SECS);
+        assert_eq!(defaults.dir, PathBuf::from("checkpoints"));
+        assert_eq!(defaults.session_dir, None);
+    }
 
     #[test]
     fn type_names_lose_their_paths() {
