@@ -2,8 +2,9 @@
 //!
 //! Converted to and from JSON by hand (through `jzon::JsonValue`, whose
 //! objects keep their keys in order and whose parser refuses nesting deeper
-//! than 512 without recursing) so the session build needs no proc macros. Unknown fields are ignored, so a newer
-//! kernel can add some; `schema` changes only when old readers would misread.
+//! than 512 without recursing) so the session build needs no proc macros.
+//! Unknown fields are ignored, so a newer kernel can add some; `schema`
+//! changes only when old readers would misread.
 //!
 //! A manifest is data, never trusted code: [`Manifest::validate`] accepts only
 //! variable names that are Rust identifiers and paths that stay inside the
