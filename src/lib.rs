@@ -31,12 +31,17 @@ pub fn run_kernel(connection_file: &Path, kernel_name: &str) -> anyhow::Result<(
     kernel::serve(connection_file, router)
 }
 
-/// What every kernel does for the next start (a restart, another notebook):
-/// starts a warm spare once its engine is idle, and tells that spare which
-/// crates the session added, so it loads them ahead.
+/// What every kernel does ahead of what its user will ask for, once its
+/// engine is first idle: compiles the checkpoint runtime into the build cache
+/// when it is not there yet (before the first `:dep` needs it) and, for the
+/// next start (a restart, another notebook), starts a warm spare; it tells
+/// that spare which crates the session added, so it loads them ahead.
 pub(crate) fn serve_as_kernel_of(router: &Arc<cells::Router>, kernel_name: &str) {
     let name = kernel_name.to_owned();
-    router.when_engine_idle(Box::new(move || spare::keeper::spawn_detached(&name)));
+    router.when_engine_idle(Box::new(move || {
+        magics::checkpoint::warmup::start_in_background();
+        spare::keeper::spawn_detached(&name)
+    }));
     let name = kernel_name.to_owned();
     router.when_deps_change(Arc::new(move |lines| {
         spare::preload::remember(&name, &lines)

@@ -96,6 +96,9 @@ enum Command {
         /// Internal: run one build in this process.
         #[arg(long, hide = true)]
         in_session: bool,
+        /// Internal: a kernel's background warm-up of ferrolab's own crates.
+        #[arg(long, hide = true)]
+        warm_up: bool,
     },
 }
 
@@ -249,8 +252,11 @@ fn main() -> ExitCode {
             specs,
             together,
             in_session,
+            warm_up,
         } => {
-            if in_session {
+            if warm_up {
+                prebuild::warm_up()
+            } else if in_session {
                 prebuild::in_session(&specs)
             } else {
                 prebuild::run(&prebuild::Request {

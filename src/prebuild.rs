@@ -12,12 +12,14 @@
 //! together (one that adds them all in one cell). Each build runs in a child
 //! process with its own build directory, as a kernel does.
 //!
-//! With no crate named, the one build is ferrolab's runtime alone: after it,
-//! a kernel's first `:dep` compiles only what the user asked for.
+//! With no crate named, the one build is ferrolab's runtime alone, the
+//! build a kernel's warm-up runs ([`warmup`]): after it, a kernel's first
+//! `:dep` compiles only what the user asked for. `--warm-up` is that
+//! warm-up, as a kernel starts it: quiet, and leaving the work to another
+//! process already doing it.
 
-use ferrolab::magics::checkpoint::{
-    CheckpointState, dep_line as dep_line_of_the_runtime, piggyback, write_build_profile,
-};
+use ferrolab::magics::checkpoint::warmup::{self, Built};
+use ferrolab::magics::checkpoint::{CheckpointState, piggyback, write_build_profile};
 use ferrolab_buildcache::{Cache, Settings, session_tag};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -73,11 +75,10 @@ pub fn run(request: &Request) -> ExitCode {
             }
         }
     }
-    let mut groups: Vec<Vec<String>> = Vec::new();
     if lines.is_empty() {
-        // ferrolab's own crates: the child builds the runtime alone.
-        groups.push(Vec::new());
+        return runtime_alone(&settings);
     }
+    let mut groups: Vec<Vec<String>> = Vec::new();
     if !request.together_only || lines.len() == 1 {
         groups.extend(lines.iter().map(|line| vec![line.clone()]));
     }
@@ -136,19 +137,53 @@ pub fn run(request: &Request) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// ferrolab's own crates (the checkpoint runtime), in this process.
+fn runtime_alone(settings: &Settings) -> ExitCode {
+    println!(
+        "Filling the build cache at {} (ferrolab's own crates)",
+        settings.dir.display()
+    );
+    ferrolab::engine::toolchain::ensure_cargo_on_path();
+    let started = Instant::now();
+    let label = "ferrolab's own crates (the checkpoint runtime)";
+    match warmup::build(true) {
+        Ok(Built::AlreadyReady | Built::Busy) => {
+            println!("{label}: ready (already in the cache)");
+            ExitCode::SUCCESS
+        }
+        Ok(Built::Now { hits, misses }) => {
+            println!(
+                "{label}: ready in {:.1} s ({hits} crate builds from the cache, {misses} compiled and stored)",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{label}: failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--warm-up`: what a kernel starts beside itself (at nice 19). Silent;
+/// leaves the work to another process already doing it.
+pub fn warm_up() -> ExitCode {
+    ferrolab::engine::toolchain::ensure_cargo_on_path();
+    match warmup::build(false) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
 /// The child: one evcxr session that runs `lines` as a first `:dep` cell.
 pub fn in_session(lines: &[String]) -> ExitCode {
     ferrolab::engine::toolchain::ensure_cargo_on_path();
     let started = Instant::now();
-    let label: Vec<&str> = lines
+    let label = lines
         .iter()
         .map(|line| line.trim_start_matches(":dep ").trim())
-        .collect();
-    let label = if label.is_empty() {
-        "ferrolab's own crates (the checkpoint runtime)".to_owned()
-    } else {
-        label.join(" + ")
-    };
+        .collect::<Vec<&str>>()
+        .join(" + ");
     let session = std::env::var("EVCXR_TMPDIR").unwrap_or_default();
     match build(lines) {
         Ok(()) => {
@@ -198,12 +233,8 @@ fn build(lines: &[String]) -> Result<(), String> {
     if let Err(error) = context.execute(":load_config --quiet") {
         eprintln!("note: evcxr configuration failed to load: {error}");
     }
-    let code = if lines.is_empty() {
-        dep_line_of_the_runtime().map_err(|e| e.evalue)?
-    } else {
-        let code = lines.join("\n");
-        piggyback(&code, &CheckpointState::default()).unwrap_or(code)
-    };
+    let code = lines.join("\n");
+    let code = piggyback(&code, &CheckpointState::default()).unwrap_or(code);
     context
         .execute(&code)
         .map(|_| ())

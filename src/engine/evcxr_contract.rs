@@ -13,6 +13,7 @@
 //! it spells the runtime markers out itself; a test checks it uses these.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Set in the runtime process evcxr starts (`runtime.rs`,
 /// `EVCXR_IS_RUNTIME_VAR`); ferrolab's binary starts its relay when it sees it.
@@ -61,6 +62,124 @@ pub const SESSION_CRATE: &str = "ctx";
 /// (`module.rs`, `get_cargo_toml_contents`; see `session_build`).
 pub const SESSION_CRATE_TYPE: &str = "cdylib";
 pub const SESSION_PROFILE_LTO: &str = "lto = false";
+
+/// The session crate's manifest as evcxr writes it (`module.rs`,
+/// `get_cargo_toml_contents`) at its default `:opt` (`eval_context.rs`,
+/// `opt_level: "2"`), with `dependencies` as the `[dependencies]` table.
+/// A build that must compile crates exactly as a session's first `:dep`
+/// would (the checkpoint runtime's warm-up) uses it with [`SessionCargo`].
+pub fn session_manifest(dependencies: &str) -> String {
+    format!(
+        "[package]\nname = \"{SESSION_CRATE}\"\nversion = \"1.0.0\"\nedition = \"2024\"\n\n\
+         [lib]\ncrate-type = [\"{SESSION_CRATE_TYPE}\"]\npath = \"src/lib.rs\"\n\n\
+         {SESSION_PROFILE}\n[dependencies]\n{dependencies}\n"
+    )
+}
+
+/// evcxr's `[profile.dev]` for the session, line for line.
+const SESSION_PROFILE: &str = "[profile.dev]
+opt-level = 2
+debug = false
+strip = \"debuginfo\"
+rpath = true
+lto = false
+debug-assertions = true
+codegen-units = 16
+panic = 'unwind'
+incremental = true
+overflow-checks = true
+";
+
+/// The variable through which evcxr's cargo names the standard library's
+/// shared object (`module.rs`, `CORE_EXTERN_ENV`); it is part of a build
+/// cache key, so a build that shares entries with sessions sets it alike.
+pub const CORE_EXTERN_ENV: &str = "EVCXR_CORE_EXTERN";
+
+/// How evcxr runs cargo for a session build (`eval_context.rs`,
+/// `cargo_command`, `create_initial_config`, `core_extern`): the linker it
+/// picks (mold, else lld, else the system's), the `RUSTFLAGS` that follow
+/// from it, `--target` the host, the target directory, and the standard
+/// library's shared object. Every part changes the command lines cargo gives
+/// rustc, which key the build cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCargo {
+    /// `mold`: cargo runs under `mold -run`.
+    pub mold: bool,
+    pub rustflags: String,
+    /// The host triple (`rustc -vV`'s `host:`).
+    pub target: String,
+    /// `core=<target-libdir>/libstd-*.so`.
+    pub core_extern: String,
+}
+
+impl SessionCargo {
+    /// What evcxr would use on this machine; `None` without a working rustc.
+    pub fn of_this_machine() -> Option<SessionCargo> {
+        let verbose = Command::new("rustc").arg("-vV").output().ok()?;
+        let target = String::from_utf8(verbose.stdout)
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("host: ").map(str::to_owned))?;
+        let libdir = crate::engine::toolchain::target_libdir()?;
+        let extension = if cfg!(target_os = "macos") {
+            ".dylib"
+        } else {
+            ".so"
+        };
+        let std_lib = std::fs::read_dir(&libdir)
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                (name.starts_with("libstd-") && name.ends_with(extension)).then(|| entry.path())
+            })?;
+        let on_path = |tool: &str| !cfg!(target_os = "macos") && which::which(tool).is_ok();
+        let mold = on_path("mold");
+        let lld = !mold && on_path("lld");
+        Some(SessionCargo {
+            mold,
+            rustflags: Self::rustflags(lld),
+            target,
+            core_extern: format!("core={}", std_lib.display()),
+        })
+    }
+
+    fn rustflags(lld: bool) -> String {
+        let mut flags = vec!["-Cprefer-dynamic".to_owned()];
+        if lld {
+            flags.push("-Clink-arg=-fuse-ld=lld".to_owned());
+        }
+        flags.join(" ")
+    }
+
+    /// `cargo build` of the crate in `crate_dir`, as evcxr starts it.
+    pub fn build_command(&self, crate_dir: &Path) -> Command {
+        let mut command = if self.mold {
+            let mut command = Command::new("mold");
+            command.args(["-run", "cargo"]);
+            command
+        } else {
+            Command::new("cargo")
+        };
+        command
+            .arg("build")
+            .current_dir(crate_dir)
+            .env("CARGO_TARGET_DIR", "target")
+            .env("CARGO_BUILD_BUILD_DIR", "target")
+            .env("RUSTFLAGS", &self.rustflags)
+            .env(CORE_EXTERN_ENV, &self.core_extern)
+            .args(["--target", &self.target, "--message-format=json"]);
+        command
+    }
+
+    /// Everything above in one line (a digest names what was built with it).
+    pub fn describe(&self) -> String {
+        format!(
+            "mold={} rustflags={} target={} {}",
+            self.mold, self.rustflags, self.target, self.core_extern
+        )
+    }
+}
 
 /// Where evcxr puts its build directory when set (`toml_parse.rs`).
 pub const TMPDIR_ENV: &str = "EVCXR_TMPDIR";
@@ -262,6 +381,52 @@ mod tests {
         assert!(module.contains(&format!("crate-type = [\"{SESSION_CRATE_TYPE}\"]")));
         assert!(module.contains(&format!("\n{SESSION_PROFILE_LTO}\n")));
         assert!(evcxr_file("toml_parse.rs").contains(&format!("std::env::var(\"{TMPDIR_ENV}\")")));
+    }
+
+    #[test]
+    fn the_session_manifest_and_cargo_command_are_evcxrs() {
+        let module = evcxr_file("module.rs");
+        // Every line of the profile, with `opt-level = {}` filled by the default.
+        for line in SESSION_PROFILE.lines() {
+            let line = line.replace("opt-level = 2", "opt-level = {}");
+            assert!(module.contains(&format!("\n{line}\n")), "{line}");
+        }
+        let eval = evcxr_file("eval_context.rs");
+        assert!(eval.contains("opt_level: \"2\".to_owned(),"));
+        let manifest = session_manifest("x = \"1\"");
+        assert!(manifest.contains("[profile.dev]\nopt-level = 2\n"));
+        assert!(manifest.ends_with("[dependencies]\nx = \"1\"\n"));
+        assert!(
+            module.contains("[package]\nname = \"{}\"\nversion = \"1.0.0\"\nedition = \"2024\"")
+        );
+        assert!(module.contains("path = \"src/lib.rs\""));
+        assert!(module.contains(&format!("CORE_EXTERN_ENV: &str = \"{CORE_EXTERN_ENV}\"")));
+        // cargo_command: the flags, variables and arguments build_command sets.
+        for needle in [
+            "let mut rustflags = vec![\"-Cprefer-dynamic\".to_owned()];",
+            "rustflags.push(format!(\"-Clink-arg=-fuse-ld={}\", self.linker));",
+            ".env(\"CARGO_TARGET_DIR\", \"target\")",
+            ".env(\"CARGO_BUILD_BUILD_DIR\", \"target\")",
+            ".env(\"RUSTFLAGS\", rustflags.join(\" \"))",
+            ".env(crate::module::CORE_EXTERN_ENV, &self.core_extern);",
+            ".arg(\"--target\")",
+            ".arg(\"--message-format=json\");",
+            "command.arg(\"-run\").arg(&self.cargo_path);",
+            "which::which(\"mold\").is_ok()",
+            "which::which(\"lld\").is_ok()",
+            "if let Some(host) = line.strip_prefix(\"host: \") {",
+            "let mut result = OsString::from(\"core=\");",
+        ] {
+            assert!(eval.contains(needle), "{needle}");
+        }
+        assert_eq!(SessionCargo::rustflags(false), "-Cprefer-dynamic");
+        assert_eq!(
+            SessionCargo::rustflags(true),
+            "-Cprefer-dynamic -Clink-arg=-fuse-ld=lld"
+        );
+        let here = SessionCargo::of_this_machine().expect("rustc works here");
+        assert!(here.core_extern.starts_with("core=/"), "{here:?}");
+        assert!(Path::new(here.core_extern.trim_start_matches("core=")).is_file());
     }
 
     #[test]

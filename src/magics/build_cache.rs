@@ -325,7 +325,23 @@ fn stats(cache: &Cache, state: &str, session: Option<&str>) -> Report {
             text.push_str(&format!("\n  compiled: {}", names(&session.crates_missed)));
         }
     }
+    let runtime = crate::magics::checkpoint::warmup::status();
+    if let Some(runtime) = runtime {
+        use crate::magics::checkpoint::warmup::Status;
+        text.push_str(match runtime {
+            Status::Ready => "\nferrolab's own crates (the checkpoint runtime): in the cache",
+            Status::Warming => {
+                "\nferrolab's own crates (the checkpoint runtime): being compiled in the background"
+            }
+            Status::Missing => {
+                "\nferrolab's own crates (the checkpoint runtime): not in the cache (the next first :dep compiles them)"
+            }
+        });
+    }
     let mut json = serde_json::to_value(&stats).unwrap_or_default();
+    if let Some(runtime) = runtime {
+        json["runtime"] = Value::String(runtime.as_str().to_owned());
+    }
     json["state"] = Value::String(state.to_owned());
     json["enabled"] = Value::Bool(state == "on");
     Report { text, json }

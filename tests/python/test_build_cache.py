@@ -3,7 +3,10 @@
 A second kernel's `:dep` gets its crates from the cache instead of compiling
 them; two kernels building the same `:dep` at once both succeed and leave a
 consistent cache; the cache can be turned off; `%build_cache` and
-`ferrolab cache` report the same numbers.
+`ferrolab cache` report the same numbers; a kernel whose cache lacks
+ferrolab's checkpoint runtime compiles it in the background once idle, and a
+first `:dep` that comes sooner ends that warm-up (`./kernel test` turns the
+warm-up off for every other test: they count what their own builds compiled).
 
 The two module kernels share one fresh cache directory. Each test asserts on
 what its own cells did (the cache's per-kernel record of hits and misses, the
@@ -13,8 +16,10 @@ entries it holds), so the tests pass in any order and alone.
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -268,5 +273,71 @@ def test_prebuild_with_no_crate_leaves_a_first_dep_only_the_users_crate_to_compi
         assert not RUNTIME_CRATES & set(session["crates_missed"]), session
         # itoa is the user's crate: nothing else was compiled.
         assert set(session["crates_missed"]) <= {"ctx", "itoa"}, session
+    finally:
+        kernel.shutdown()
+
+
+def runtime_status(cache):
+    """Where ferrolab's own crates stand in `cache` (`ferrolab cache stats`)."""
+    return cli(cache, "stats")["runtime"]
+
+
+def wait_for_runtime(cache, wanted, deadline_seconds=BUILD_TIMEOUT):
+    """Polls `ferrolab cache stats` until the runtime's status is `wanted`."""
+    deadline = time.monotonic() + deadline_seconds
+    while (status := runtime_status(cache)) != wanted:
+        assert time.monotonic() < deadline, f"the runtime stayed {status!r}, not {wanted!r}"
+        time.sleep(0.1)
+
+
+WARM_UP_ON = {"FERROLAB_RUNTIME_WARMUP": "1"}
+
+
+def test_a_kernel_warms_the_runtime_into_an_empty_cache_before_the_first_dep(tmp_path):
+    # A machine where nothing filled the cache (no `./kernel lab`, no prebuild):
+    # the kernel compiles ferrolab's own crates in the background while its
+    # user reads, and the first `:dep` then compiles only the user's crate.
+    cache = tmp_path / "cache"
+    kernel = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(cache), **WARM_UP_ON})
+    try:
+        wait_for_runtime(cache, "ready")
+        assert run_ok(kernel, ITOA.format(n=7)).result_text() == '"7"'
+        session = magic(kernel)["session"]
+        assert RUNTIME_CRATES <= set(session["crates_hit"]), session
+        assert set(session["crates_missed"]) <= {"ctx", "itoa"}, session
+        assert magic(kernel)["runtime"] == "ready"
+    finally:
+        kernel.shutdown()
+
+
+def test_a_first_dep_before_the_warm_up_ends_stops_it_and_builds_the_rest(tmp_path):
+    cache = tmp_path / "cache"
+    kernel = Kernel(env={"FERROLAB_BUILD_CACHE_DIR": str(cache), **WARM_UP_ON})
+    try:
+        # The warm-up is compiling (an empty cache takes seconds) when the
+        # notebook's first `:dep` comes.
+        wait_for_runtime(cache, "warming")
+        assert run_ok(kernel, ITOA.format(n=9)).result_text() == '"9"'
+        # The kernel ended the warm-up before its own build: nothing compiles
+        # into the cache behind the cell's back, and what either build stored
+        # is whole.
+        assert runtime_status(cache) != "warming"
+        assert cli(cache, "verify")["problems"] == []
+        session = magic(kernel)["session"]
+        assert RUNTIME_CRATES <= set(session["crates_hit"]) | set(session["crates_missed"]), session
+        # The session stored what the warm-up had not: a later warm-up finds
+        # every crate and compiles none.
+        done = subprocess.run(
+            [str(BINARY), "prebuild"],
+            env={**os.environ, "FERROLAB_BUILD_CACHE_DIR": str(cache)},
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"\(\d+ crate builds from the cache, 0 compiled and stored\)", done.stdout), (
+            done.stdout
+        )
+        assert runtime_status(cache) == "ready"
     finally:
         kernel.shutdown()

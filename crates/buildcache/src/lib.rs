@@ -20,12 +20,14 @@ pub mod digest;
 pub mod events;
 pub mod invocation;
 pub mod key;
+pub mod ready;
 pub mod rustc_id;
 pub mod settings;
 pub mod store;
 pub mod wrapper;
 
 pub use invocation::AllowedLocal;
+pub use ready::BuildLock;
 pub use settings::{DEFAULT_MB, DIR_ENV, MB_ENV, Settings, WRAPPER_ENV, cargo_env_for_this_binary};
 pub use store::{Cache, CacheError, EntryInfo, PruneReport, Stats};
 pub use wrapper::{WrapperConfig, session_tag};

@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 const LAYOUT: &str = "ferrolab-build-cache 1\n";
-const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 const USED: &str = "used";
 const INPUTS: &str = "inputs.txt";
 /// Staging files beside a restored artifact start with this.
@@ -231,7 +231,7 @@ impl Cache {
         self.root.join("entries")
     }
 
-    fn entry_dir(&self, key: &str) -> PathBuf {
+    pub(crate) fn entry_dir(&self, key: &str) -> PathBuf {
         self.entries_dir().join(key)
     }
 
@@ -650,7 +650,7 @@ impl Cache {
 
 /// Creates `dir` (0700) or checks the one there: a directory (through
 /// symlinks) owned by this user that nobody else may write to.
-fn private_dir(dir: &Path) -> Result<(), CacheError> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), CacheError> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -673,7 +673,7 @@ fn private_dir(dir: &Path) -> Result<(), CacheError> {
     Ok(())
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let staged = path.with_extension(format!("new{}", std::process::id()));
     fs::write(&staged, data)?;
     fs::rename(&staged, path)

@@ -28,6 +28,8 @@ impl CellHooks for CheckpointState {
         }
         self.runtime_riding_along = false;
         if let Some(extended) = runtime::piggyback(&run.code, self) {
+            // The session compiles the runtime now; a warm-up would compete.
+            super::warmup::stop();
             self.runtime_riding_along = true;
             let added = extended.lines().count() - run.code.lines().count();
             return Ok(RustRun {

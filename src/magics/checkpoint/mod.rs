@@ -21,6 +21,7 @@ mod save;
 mod signature;
 pub mod state;
 mod trust;
+pub mod warmup;
 
 pub use runtime::{CRATE_NAME as RUNTIME_CRATE, dep_line, piggyback, write_build_profile};
 pub use state::{CheckpointState, Env};

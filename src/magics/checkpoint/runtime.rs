@@ -93,8 +93,9 @@ pub fn write_build_profile(parent: &Path) -> std::io::Result<()> {
     )
 }
 
-/// Writes the crate (atomically: a complete directory or none).
-fn write_crate() -> std::io::Result<PathBuf> {
+/// Writes the crate (atomically: a complete directory or none) and returns
+/// its directory.
+pub fn write_crate() -> std::io::Result<PathBuf> {
     let dir = crate_dir();
     if dir.join("Cargo.toml").exists() {
         return Ok(dir);
@@ -214,6 +215,7 @@ pub fn ensure(
         return Ok(Readiness::WouldDrop(risky));
     }
     let dep = dep_line()?;
+    super::warmup::stop();
     match engine.execute(&dep, 1, cell) {
         ExecuteOutcome::Ok { .. } => {
             state.runtime_loaded = true;
@@ -222,7 +224,7 @@ pub fn ensure(
         ExecuteOutcome::Error(error) => Err(ErrorInfo::new(
             "CheckpointError",
             format!(
-                "cannot add the checkpoint runtime to the session: {} (it needs serde, serde_json, rmp-serde and sha2 from crates.io, or a cargo cache that has them)",
+                "cannot add the checkpoint runtime to the session: {} (it needs serde, rmp-serde, jzon and hmac-sha256 from crates.io, or a cargo cache that has them)",
                 error.evalue
             ),
         )),
