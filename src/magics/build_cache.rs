@@ -326,20 +326,21 @@ fn stats(cache: &Cache, state: &str, session: Option<&str>) -> Report {
         }
     }
     let runtime = crate::magics::checkpoint::warmup::status();
-    if let Some(runtime) = runtime {
+    if let Some((runtime, error)) = &runtime {
         use crate::magics::checkpoint::warmup::Status;
-        text.push_str(match runtime {
-            Status::Ready => "\nferrolab's own crates (the checkpoint runtime): in the cache",
-            Status::Warming => {
-                "\nferrolab's own crates (the checkpoint runtime): being compiled in the background"
-            }
-            Status::Missing => {
-                "\nferrolab's own crates (the checkpoint runtime): not in the cache (the next first :dep compiles them)"
-            }
+        text.push_str("\nferrolab's own crates (the checkpoint runtime): ");
+        text.push_str(&match runtime {
+            Status::Ready => "in the cache".to_owned(),
+            Status::Warming => "being compiled in the background".to_owned(),
+            Status::Missing => "not in the cache (the next first :dep compiles them)".to_owned(),
+            Status::Failed => format!(
+                "not in the cache; compiling them in the background failed (`ferrolab prebuild` tries again and shows why): {}",
+                error.as_deref().unwrap_or("").lines().next().unwrap_or("")
+            ),
         });
     }
     let mut json = serde_json::to_value(&stats).unwrap_or_default();
-    if let Some(runtime) = runtime {
+    if let Some((runtime, _)) = runtime {
         json["runtime"] = Value::String(runtime.as_str().to_owned());
     }
     json["state"] = Value::String(state.to_owned());

@@ -341,3 +341,38 @@ def test_a_first_dep_before_the_warm_up_ends_stops_it_and_builds_the_rest(tmp_pa
         assert runtime_status(cache) == "ready"
     finally:
         kernel.shutdown()
+
+
+def test_a_failed_warm_up_is_reported_and_not_retried_by_every_kernel(tmp_path):
+    # No registry to fetch the runtime's crates from (an offline machine with
+    # an empty cargo home): the background warm-up fails, says so in the
+    # cache's stats, and kernels do not retry it for an hour; `ferrolab
+    # prebuild` does retry, and shows cargo's reason.
+    cache = tmp_path / "cache"
+    env = {
+        **os.environ,
+        "FERROLAB_BUILD_CACHE_DIR": str(cache),
+        "CARGO_HOME": str(tmp_path / "empty-cargo-home"),
+        "CARGO_NET_OFFLINE": "true",
+    }
+
+    def ferrolab(*args):
+        return subprocess.run([str(BINARY), *args], env=env, capture_output=True, text=True,
+                              timeout=BUILD_TIMEOUT)
+
+    assert ferrolab("prebuild", "--warm-up").returncode != 0
+    stats = json.loads(ferrolab("cache", "stats", "--json").stdout)
+    assert stats["runtime"] == "failed", stats
+    text = ferrolab("cache", "stats").stdout
+    assert "compiling them in the background failed" in text, text
+    stamps = list((cache / "ready").glob("*.failed"))
+    assert len(stamps) == 1, stamps
+    recorded = stamps[0].stat().st_mtime_ns
+    # A second kernel's warm-up within the hour leaves it alone.
+    assert ferrolab("prebuild", "--warm-up").returncode != 0
+    assert stamps[0].stat().st_mtime_ns == recorded
+    # The command a person runs tries again and says why it failed.
+    done = ferrolab("prebuild")
+    assert done.returncode != 0
+    assert "ferrolab's own crates (the checkpoint runtime): failed: cargo failed" in done.stderr, done.stderr
+    assert "offline" in done.stderr, done.stderr

@@ -94,6 +94,8 @@ pub enum Status {
     Warming,
     /// Not there: the next first `:dep` compiles it.
     Missing,
+    /// Not there, and the last warm-up failed (the reason is on record).
+    Failed,
 }
 
 impl Status {
@@ -102,19 +104,23 @@ impl Status {
             Status::Ready => "ready",
             Status::Warming => "warming",
             Status::Missing => "missing",
+            Status::Failed => "failed",
         }
     }
 }
 
-/// `None` when there is no usable cache (or no rustc).
-pub fn status() -> Option<Status> {
+/// `None` when there is no usable cache (or no rustc); with
+/// [`Status::Failed`], the last warm-up's error.
+pub fn status() -> Option<(Status, Option<String>)> {
     let plan = plan().ok()?;
     Some(if plan.cache.is_ready(&plan.mark) {
-        Status::Ready
+        (Status::Ready, None)
     } else if plan.cache.ready_build_running(&plan.mark) {
-        Status::Warming
+        (Status::Warming, None)
+    } else if let Ok(error) = std::fs::read_to_string(plan.failed_stamp()) {
+        (Status::Failed, Some(error))
     } else {
-        Status::Missing
+        (Status::Missing, None)
     })
 }
 
@@ -137,11 +143,45 @@ pub fn build(wait: bool) -> Result<Built, String> {
     if plan.cache.is_ready(&plan.mark) {
         return Ok(Built::AlreadyReady);
     }
+    let failed = plan.failed_stamp();
+    if !wait && failed_recently(&failed) {
+        return Err("the last warm-up failed less than an hour ago".to_owned());
+    }
     // A warm-up that was stopped leaves its directory; the lock is ours.
     let _ = std::fs::remove_dir_all(&scratch);
     let outcome = build_in(&plan, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
+    match &outcome {
+        Err(error) => {
+            let _ = std::fs::write(&failed, error);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(&failed);
+        }
+    }
     outcome
+}
+
+/// A background warm-up that failed (no network for the registry, a broken
+/// toolchain) is not retried by every kernel start for an hour; `ferrolab
+/// prebuild` always tries, and says why it failed.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn failed_recently(stamp: &Path) -> bool {
+    std::fs::metadata(stamp)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|time| time.elapsed().ok())
+        .is_some_and(|age| age < RETRY_AFTER)
+}
+
+impl Plan {
+    fn failed_stamp(&self) -> PathBuf {
+        self.cache
+            .root()
+            .join("ready")
+            .join(format!("{}.failed", self.mark))
+    }
 }
 
 fn build_in(plan: &Plan, scratch: &Path) -> Result<Built, String> {
@@ -200,6 +240,12 @@ pub fn start_in_background() {
     {
         return;
     }
+    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(child) = running.as_mut()
+        && let Ok(None) = child.try_wait()
+    {
+        return;
+    }
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -220,7 +266,7 @@ pub fn start_in_background() {
     match command.spawn() {
         Ok(child) => {
             log::info!("checkpoint runtime warm-up started (pid {})", child.id());
-            *RUNNING.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+            *running = Some(child);
         }
         Err(error) => log::warn!("checkpoint runtime warm-up not started: {error}"),
     }
