@@ -514,7 +514,7 @@ def wait_for_warm_runtime(env):
                               capture_output=True, text=True, check=True)
         if json.loads(done.stdout).get("runtime") == "ready":
             return
-        time.sleep(0.2)
+        time.sleep(0.5)
     raise RuntimeError("the kernel's warm-up did not finish within 600 s")
 
 

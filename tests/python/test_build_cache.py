@@ -287,7 +287,7 @@ def wait_for_runtime(cache, wanted, deadline_seconds=BUILD_TIMEOUT):
     deadline = time.monotonic() + deadline_seconds
     while (status := runtime_status(cache)) != wanted:
         assert time.monotonic() < deadline, f"the runtime stayed {status!r}, not {wanted!r}"
-        time.sleep(0.1)
+        time.sleep(0.5)
 
 
 WARM_UP_ON = {"FERROLAB_RUNTIME_WARMUP": "1"}

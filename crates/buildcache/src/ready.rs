@@ -15,6 +15,10 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 
+/// How long a builder that does not wait keeps trying for the lock: far
+/// longer than a probe holds it, far shorter than a build.
+const PROBE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A name usable as a file name: letters, digits, `-`, `_`, `.` (not first).
 fn valid(name: &str) -> bool {
     !name.is_empty()
@@ -98,9 +102,32 @@ impl Cache {
     }
 
     /// The lock of the builder for `name`: `None` when another process holds
-    /// it and `wait` is false. Filesystems without locks build unlocked (two
-    /// builders then only do the same work twice).
+    /// it and `wait` is false. [`ready_build_running`](Self::ready_build_running)
+    /// holds it for an instant, so a builder that does not wait still tries
+    /// for [`PROBE_GRACE`] before it leaves the work to the holder.
+    /// Filesystems without locks build unlocked (two builders then only do
+    /// the same work twice).
     pub fn lock_ready_build(
+        &self,
+        name: &str,
+        wait: bool,
+    ) -> Result<Option<BuildLock>, CacheError> {
+        if wait {
+            return self.try_lock_ready_build(name, true);
+        }
+        let deadline = std::time::Instant::now() + PROBE_GRACE;
+        loop {
+            if let Some(lock) = self.try_lock_ready_build(name, false)? {
+                return Ok(Some(lock));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn try_lock_ready_build(
         &self,
         name: &str,
         wait: bool,
@@ -126,9 +153,10 @@ impl Cache {
         }
     }
 
-    /// Whether a builder holds the lock for `name` now.
+    /// Whether a builder holds the lock for `name` now (taking it for an
+    /// instant to find out).
     pub fn ready_build_running(&self, name: &str) -> bool {
-        matches!(self.lock_ready_build(name, false), Ok(None))
+        matches!(self.try_lock_ready_build(name, false), Ok(None))
     }
 }
 
@@ -225,5 +253,19 @@ mod tests {
         drop(held);
         assert!(!cache.ready_build_running("m"));
         assert!(cache.lock_ready_build("m", true).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_probe_holding_the_lock_for_an_instant_does_not_turn_a_builder_away() {
+        let (_dir, cache) = cache();
+        // What a probe does (take the lock to see whether it is free), held a
+        // little while a builder that does not wait asks for it.
+        let probe = cache.try_lock_ready_build("m", false).unwrap().unwrap();
+        let cache_for_builder = cache.clone();
+        let builder =
+            std::thread::spawn(move || cache_for_builder.lock_ready_build("m", false).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        drop(probe);
+        assert!(builder.join().unwrap().is_some());
     }
 }
