@@ -18,9 +18,11 @@
 //! Invariants: a warm-up that finds the cache ready ([`Cache::is_ready`]
 //! under a name that digests the runtime's sources, the compiler and
 //! [`SessionCargo`]) compiles nothing; one builder per cache at a time (the
-//! mark's lock); the mark is written only after a complete build.
+//! mark's lock); the mark is written only after a complete build; a
+//! background warm-up that failed (no registry, a broken toolchain) leaves
+//! its error beside the mark and is not tried again for an hour.
 //! `FERROLAB_RUNTIME_WARMUP=0` turns the kernel's warm-up off; `ferrolab
-//! prebuild` with no crate runs the same build in the foreground.
+//! prebuild` with no crate runs the same build in the foreground, always.
 
 use super::runtime;
 use crate::engine::evcxr_contract::{SessionCargo, session_manifest};
