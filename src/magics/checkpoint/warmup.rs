@@ -131,7 +131,6 @@ pub fn status() -> Option<(Status, Option<String>)> {
 /// The caller has put cargo on PATH ([`ensure_cargo_on_path`](crate::engine::toolchain::ensure_cargo_on_path)).
 pub fn build(wait: bool) -> Result<Built, String> {
     let plan = plan()?;
-    let scratch = plan.cache.root().join("tmp").join(&plan.mark);
     if plan.cache.is_ready(&plan.mark) {
         return Ok(Built::AlreadyReady);
     }
@@ -150,7 +149,16 @@ pub fn build(wait: bool) -> Result<Built, String> {
         return Err("the last warm-up failed less than an hour ago".to_owned());
     }
     // A warm-up that was stopped leaves its directory; the lock is ours.
-    let _ = std::fs::remove_dir_all(&scratch);
+    let tmp = plan.cache.root().join("tmp");
+    let prefix = format!("{}-", plan.mark);
+    for leftover in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        if leftover.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(leftover.path());
+        }
+    }
+    // Each build its own directory, and so its own name in the statistics:
+    // what it reports and marks is what it looked up, not a stopped one's.
+    let scratch = tmp.join(format!("{prefix}{}", std::process::id()));
     let outcome = build_in(&plan, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     match &outcome {
