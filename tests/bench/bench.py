@@ -30,6 +30,10 @@ adopt, the first on a machine. The spare rows then time ferrolab as shipped: a k
 start that adopts a warm spare, and a restart that adopts the next one (`--no-spare`
 skips them), beside evcxr_jupyter's start and restart.
 
+The `%checkpoint` rows (ferrolab only; `--no-checkpoint` skips them) save a
+268 MB `Vec<f32>` a second time (the first save adds the checkpoint runtime from
+a prebuilt cache) and restore it: fsynced writes, so the disk is in the figure.
+
 `--ferrolab-before PATH` adds another ferrolab build (e.g. one of `main`) as a
 column, so a change is measured before and after in the same alternating run.
 
@@ -431,6 +435,68 @@ def soak(minutes):
           f"MiB, highest during a flood about {peak:.1f} MiB")
 
 
+# `%checkpoint` rows: a model-sized variable saved and restored (ferrolab only;
+# evcxr_jupyter has no checkpoints). 64 Mi f32 = 256 MiB, written as MessagePack.
+CHECKPOINT_FLOATS = 64 << 20
+CHECKPOINT_MIB = CHECKPOINT_FLOATS * 4 / (1 << 20)
+CHECKPOINT_ROWS = {
+    "save": f"`%checkpoint save` of a Vec<f32> of {CHECKPOINT_FLOATS * 4 / 1e6:.0f} MB",
+    "save rate": "  … MiB/s",
+    "restore": "`%checkpoint restore` of it (re-hash, then load)",
+}
+
+
+def checkpoint_round(kernel_name):
+    """Seconds for a second `%checkpoint save` of a large `Vec<f32>` (the first
+    one also adds the checkpoint runtime, from a prebuilt cache, untimed) and
+    for restoring it; each save is fsynced, so the disk's speed is in it."""
+    with tempfile.TemporaryDirectory(prefix="ferrolab-bench-ckpt-") as scratch:
+        env = {"XDG_CACHE_HOME": scratch,
+               "FERROLAB_BUILD_CACHE_DIR": os.path.join(scratch, "ferrolab-build-cache"),
+               "FERROLAB_CHECKPOINT_DIR": os.path.join(scratch, "checkpoints")}
+        prebuild_runtime(env, kernel_name)
+        manager = jupyter_client.KernelManager(kernel_name=kernel_name)
+        manager.start_kernel(env={**os.environ, **env})
+        client = manager.client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=300)
+            execute(client, f"let weights: Vec<f32> = (0..{CHECKPOINT_FLOATS}u32)"
+                            ".map(|i| i as f32 * 0.5).collect();\nweights.len()")
+            execute(client, "%checkpoint save first", timeout=3600)
+            save = execute(client, "%checkpoint save second", timeout=3600)[0]
+            # A save that skipped the variable would be quick and mean nothing.
+            saved = [os.path.join(root, name) for root, _, names in os.walk(env["FERROLAB_CHECKPOINT_DIR"])
+                     for name in names if root.endswith("-second/vars")]
+            if not saved or os.path.getsize(saved[0]) < CHECKPOINT_FLOATS * 4:
+                raise RuntimeError(f"`%checkpoint save second` did not write the variable: {saved}")
+            restore = execute(client, "%checkpoint restore second", timeout=3600)[0]
+            return {CHECKPOINT_ROWS["save"]: save, CHECKPOINT_ROWS["save rate"]: CHECKPOINT_MIB / save,
+                    CHECKPOINT_ROWS["restore"]: restore}
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=False)
+
+
+def print_checkpoint_table(kernels, rounds, results):
+    """The `%checkpoint` rows for ferrolab (and the build before it, when given),
+    kept in `results` so that `--json` has them too."""
+    ours = [name for name in kernels if name.startswith("ferrolab")]
+    if not ours:
+        return
+    for round_number in range(rounds):
+        for name in ours:
+            print(f"checkpoint round {round_number + 1}/{rounds}: {LABEL[name]}", file=sys.stderr)
+            for figure, value in checkpoint_round(name).items():
+                results[name].setdefault(figure, []).append(value)
+    print(f"\n%checkpoint: {rounds} round(s), medians (min–max); evcxr_jupyter has no checkpoints\n")
+    header = ["figure"] + [LABEL[name] for name in ours]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for figure in CHECKPOINT_ROWS.values():
+        print("| " + " | ".join([figure] + [cell(results[name].get(figure, []), figure) for name in ours]) + " |")
+
+
 def kernelspecs(evcxr_binary, ferrolab_before=None):
     """A private kernelspec directory holding the peer kernels."""
     directory = tempfile.mkdtemp(prefix="ferrolab-bench-")
@@ -491,9 +557,9 @@ DEP_VARIANTS = {
 }
 
 
-def prebuild_runtime(env):
+def prebuild_runtime(env, kernel_name="ferrolab"):
     """What `./kernel lab` starts in the background: ferrolab's own crates into the cache (untimed)."""
-    binary = KernelSpecManager().get_kernel_spec("ferrolab").argv[0]
+    binary = KernelSpecManager().get_kernel_spec(kernel_name).argv[0]
     subprocess.run([binary, "prebuild"], env={**os.environ, **env}, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
 
@@ -643,6 +709,7 @@ def main():
     parser.add_argument("--soak", type=float, metavar="MINUTES",
                         help="run the soak (mixed cells, floods, interrupts) instead of the comparison")
     parser.add_argument("--no-spare", action="store_true", help="skip the warm-spare rows")
+    parser.add_argument("--no-checkpoint", action="store_true", help="skip the %%checkpoint rows")
     args = parser.parse_args()
     # The main rows time a kernel with no spare to adopt (the first on a machine);
     # `spare_round` times the warm spare.
@@ -696,6 +763,8 @@ def main():
                 row.append("—")
         print("| " + " | ".join(row) + " |")
     print_spare_table(results)
+    if not args.no_checkpoint:
+        print_checkpoint_table(kernels, args.rounds, results)
     dep_results = dep_rows(kernels, args.dep, args.dep_rounds) if args.dep_rounds > 0 else {}
     if dep_results:
         print_dep_table(args.dep, dep_results, args.dep_rounds)
