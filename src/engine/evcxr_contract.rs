@@ -110,14 +110,17 @@ pub struct SessionCargo {
     pub target: String,
     /// `core=<target-libdir>/libstd-*.so`.
     pub core_extern: String,
+    /// `rustc -vV` in full (the compiler's version and commit), read once
+    /// with the host triple for whoever keys work by the compiler.
+    pub compiler: String,
 }
 
 impl SessionCargo {
     /// What evcxr would use on this machine; `None` without a working rustc.
     pub fn of_this_machine() -> Option<SessionCargo> {
         let verbose = Command::new("rustc").arg("-vV").output().ok()?;
-        let target = String::from_utf8(verbose.stdout)
-            .ok()?
+        let compiler = String::from_utf8(verbose.stdout).ok()?;
+        let target = compiler
             .lines()
             .find_map(|line| line.strip_prefix("host: ").map(str::to_owned))?;
         let libdir = crate::engine::toolchain::target_libdir()?;
@@ -141,6 +144,7 @@ impl SessionCargo {
             rustflags: Self::rustflags(lld),
             target,
             core_extern: format!("core={}", std_lib.display()),
+            compiler,
         })
     }
 

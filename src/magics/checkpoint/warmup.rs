@@ -63,17 +63,13 @@ fn plan() -> Result<Plan, String> {
     let cargo = SessionCargo::of_this_machine().ok_or("rustc did not answer")?;
     let runtime_dir =
         runtime::write_crate().map_err(|e| format!("cannot write the runtime crate: {e}"))?;
-    let compiler = Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .map_err(|e| format!("rustc did not answer: {e}"))?;
     let mark = format!(
         "checkpoint-runtime-{}",
         &ferrolab_buildcache::digest::bytes(
             format!(
-                "{}\n{compiler}\n{}\n{}",
+                "{}\n{}\n{}\n{}",
                 runtime_dir.display(),
+                cargo.compiler,
                 cargo.describe(),
                 session_manifest("")
             )
